@@ -1,0 +1,59 @@
+"""Event sources (drivers), installed as ``livenight.drivers``; opened by name, URI or file extension.
+
+The registry maps a key to ``"module:Class"`` plus an install hint; the module is imported on first use, so
+``import livenight.drivers`` costs nothing and a missing optional package fails with the hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from livenight.errors import MissingDependencyError, SourceNotFoundError, UnknownSourceError
+
+from .base import Source as Source
+
+#: key -> (target "module:Class", install hint). Keys: URI schemes, camera names and file extensions.
+_KNOWN: dict[str, tuple[str, str]] = {
+    ".h5": ("livenight.drivers.rled:RledSource", ""),
+    ".hdf5": ("livenight.drivers.rled:RledSource", ""),
+}
+assert list(_KNOWN) == sorted(_KNOWN), "keep the driver table sorted"
+
+
+def known_sources() -> list[str]:
+    """Names, schemes and extensions that :func:`open_source` accepts."""
+    return list(_KNOWN)
+
+
+def _key_of(uri: str) -> str:
+    if "://" in uri:
+        return uri.split("://", 1)[0].lower() + "://"
+    suffix = Path(uri).suffix.lower()
+    if suffix:
+        return suffix
+    return uri.lower()
+
+
+def open_source(uri: str | os.PathLike, **options) -> Source:
+    """Open an event source, e.g. ``city_0000.h5``.
+
+    Raises:
+        UnknownSourceError: no driver handles the name, scheme or extension (the message lists the known ones).
+        SourceNotFoundError: a file path that does not exist.
+        MissingDependencyError: the driver's optional package is missing (the message says what to install).
+    """
+    uri = os.fspath(uri)
+    key = _key_of(uri)
+    if key not in _KNOWN:
+        raise UnknownSourceError(f"unknown source {uri!r}: no driver for {key!r} (known: {', '.join(_KNOWN)})")
+    target, hint = _KNOWN[key]
+    if key.startswith(".") and not Path(uri).exists():
+        raise SourceNotFoundError(f"{uri}: no such file")
+    module_name, cls_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise MissingDependencyError(f"source {uri!r} needs a package that is missing ({e}); {hint}") from e
+    return getattr(module, cls_name).from_uri(uri, **options)

@@ -1,0 +1,1 @@
+"""Reconstruction engines, installed as ``livenight.engines``."""

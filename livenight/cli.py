@@ -1,0 +1,313 @@
+"""The ``livenight`` command line.
+
+``livenight --replay FILE`` / ``livenight --camera NAME`` run the pipeline; subcommands do the rest
+(``demo``, ``simulate``, ``info``, ``bench``). Every command is ``parse_args(argv) -> run(args) -> main()``.
+Errors print one line (``livenight: error: …``) and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import LivenightError
+
+SUBCOMMANDS = ("bench", "demo", "info", "simulate")
+
+DESCRIPTION = """\
+Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
+
+commands:
+  livenight --replay FILE [options]   reconstruct a recording (RLED .h5)
+  livenight demo                      simulate a short night clip and reconstruct it (no downloads)
+  livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
+  livenight info FILE                 describe a recording
+  livenight bench ring                ring-buffer ingest benchmark
+Run 'livenight COMMAND --help' for a command's options.
+"""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 346x260 (got {text!r})") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive (got {text!r})")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (got {text!r})")
+    return v
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    out = p.add_argument_group("output")
+    out.add_argument("--no-gui", action="store_true", help="never open a window (default when no display exists)")
+    out.add_argument("--out", metavar="DIR", help="write DIR/frame_00000.png … (8-bit grey reconstructions)")
+    out.add_argument("--save-gt", action="store_true",
+                     help="also write DIR/gt/frame_*.png: the recording's reference frame for each output")
+    out.add_argument("--save-evframe", action="store_true",
+                     help="also write DIR/events/evs_*.png: each window's events (ON red, OFF blue)")
+    out.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    pace = p.add_argument_group("replay")
+    pace.add_argument("--speed", type=float, metavar="X",
+                      help="replay at X times real time; 0 = as fast as possible (default: 1 with a window, "
+                           "0 when only writing files)")
+    pace.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto",
+                      help="unit of events/ts in .h5 files (default: detect; integral values spanning > 10 ms "
+                           "are µs)")
+    win = p.add_argument_group("windows")
+    win.add_argument("--windows", choices=("auto", "time", "count", "rled"), default="auto",
+                     help="how events are cut into frames: fixed time, fixed count, or the RLED protocol "
+                          "(event_indices, ±10 ms around each image). auto: what the engine needs (the "
+                          "classical filter integrates every event, so it uses contiguous time windows)")
+    win.add_argument("--window-ms", type=float, default=40.0, metavar="MS",
+                     help="time window length in milliseconds (default 40)")
+    win.add_argument("--stride-ms", type=float, metavar="MS",
+                     help="time between window starts in milliseconds (default: the window length)")
+    win.add_argument("--window-events", type=_positive_int, default=50_000, metavar="N",
+                     help="events per window with --windows count (default 50000)")
+    win.add_argument("--max-gap-ms", type=float, default=1000.0, metavar="MS",
+                     help="an event gap longer than this resets the recurrent state (default 1000)")
+    eng = p.add_argument_group("engine")
+    eng.add_argument("--engine", choices=("complementary",), default="complementary",
+                     help="reconstruction engine (default: complementary, a classical high-pass filter on log "
+                          "intensity that needs no weights)")
+    eng.add_argument("--cutoff-hz", type=float, default=1.0,
+                     help="complementary filter: high-pass cut-off in Hz (default 1.0)")
+    eng.add_argument("--contrast", type=float, default=0.2,
+                     help="complementary filter: log-intensity step per event (default 0.2)")
+    eng.add_argument("--log-range", type=float, default=1.5,
+                     help="complementary filter: log units shown as full white / black (default 1.5)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"livenight {__version__}")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--replay", metavar="FILE", help="recording to replay: .h5/.hdf5 (RLED layout)")
+    src.add_argument("--camera", metavar="NAME", help="live camera by name or URI")
+    _add_run_options(p)
+    return p
+
+
+# ---------------------------------------------------------------------------- run (replay / camera)
+def _policy(args, source):
+    from .windowing import CountWindows, RledWindows, TimeWindows
+
+    kind = args.windows
+    if kind == "auto":
+        kind = "time"  # the classical filter must see every event
+    if kind == "rled":
+        if getattr(source, "event_indices", None) is None:
+            raise LivenightError(f"--windows rled needs a recording with an 'event_indices' dataset; "
+                                 f"{args.replay or args.camera} has none (use --windows time)")
+        return RledWindows(source.event_indices)
+    if kind == "count":
+        return CountWindows(args.window_events)
+    window_us = round(args.window_ms * 1000)
+    stride_us = round((args.stride_ms if args.stride_ms is not None else args.window_ms) * 1000)
+    if window_us <= 0 or stride_us <= 0:
+        raise LivenightError(f"--window-ms and --stride-ms must be positive (got {args.window_ms}, {args.stride_ms})")
+    return TimeWindows(window_us, stride_us)
+
+
+def _engine(args, sensor_size):
+    from livenight.engines.complementary import ComplementaryFilterEngine
+
+    return ComplementaryFilterEngine(sensor_size, cutoff_hz=args.cutoff_hz, contrast_on=args.contrast,
+                                     contrast_off=args.contrast, log_range=args.log_range)
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_pipeline_command(args) -> int:
+    from tqdm import tqdm
+
+    from livenight.drivers import open_source
+    from livenight.drivers.pacing import paced
+
+    from .pipeline import Pipeline
+    from .sinks import PngSink
+
+    if args.camera:
+        from livenight.drivers import known_sources
+
+        raise LivenightError(f"no camera driver is installed for {args.camera!r} in this version "
+                             f"(known sources: {', '.join(known_sources())})")
+    gui = not args.no_gui and _has_display()
+    if not args.no_gui and not _has_display() and not args.out:
+        print("livenight: no display found; running headless (use --out DIR to write frames)", file=sys.stderr)
+    if gui:
+        print("livenight: the live viewer is not part of this version; running headless", file=sys.stderr)
+        gui = False
+    speed = args.speed if args.speed is not None else (1.0 if gui else 0.0)
+    options = {"ts_unit": args.ts_unit} if Path(args.replay).suffix.lower() in (".h5", ".hdf5") else {}
+    with open_source(args.replay, **options) as source:
+        policy = _policy(args, source)
+        sinks = [PngSink(args.out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if args.out else []
+        if args.save_gt and getattr(source, "frames", None) is None:
+            print(f"livenight: {args.replay} has no reference frames; --save-gt writes nothing", file=sys.stderr)
+        with _engine(args, source.sensor_size) as engine:
+            pipe = Pipeline(paced(source, speed) if speed > 0 else source, source.sensor_size, engine, policy,
+                            sinks, live=speed > 0, reference=getattr(source, "frames", None),
+                            max_frames=args.max_frames, max_gap_us=round(args.max_gap_ms * 1000))
+            total = _expected_frames(pipe, source, args.max_frames)
+            with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
+                stats = pipe.run(progress=bar)
+    print(f"livenight: {engine.info.name}: {stats.summary()}")
+    if args.out:
+        print(f"livenight: frames written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _expected_frames(pipe, source, max_frames):
+    f = getattr(source, "file", None)
+    n = None
+    if f is not None:
+        pipe.windower.origin_us = pipe.windower.origin_us or f.t_first_us
+        n = pipe.windower.expected_windows(t_end_us=f.t_last_us + 1, num_events=f.num_events)
+    if max_frames is not None:
+        n = max_frames if n is None else min(n, max_frames)
+    return n
+
+
+# ---------------------------------------------------------------------------- demo
+def _demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight demo",
+                                description="Simulate a short night clip (no downloads) and reconstruct it. "
+                                            "Writes DIR/frame_*.png, DIR/gt/ (the well-lit scene) and "
+                                            "DIR/events/ (the events of each window).")
+    p.add_argument("--out", metavar="DIR", default="livenight-demo", help="output folder (default ./livenight-demo)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of the simulated clip in seconds (default 2)")
+    p.add_argument("--size", type=_size, default=(346, 260), help="sensor size WIDTHxHEIGHT (default 346x260)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the scene and sensor noise (default 0)")
+    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--no-gui", action="store_true", help="never open a window")
+    p.add_argument("--keep-h5", action="store_true", help="keep the simulated recording as DIR/night.h5")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_demo(args) -> int:
+    from .simulate import write_night
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="livenight-demo-") as tmp:
+        h5 = out / "night.h5" if args.keep_h5 else Path(tmp) / "night.h5"
+        print(f"livenight: simulating {args.seconds:g} s of night at {args.size[0]}x{args.size[1]} (seed {args.seed})")
+        sim = write_night(h5, seconds=args.seconds, size=args.size, seed=args.seed, progress=True)
+        print(f"livenight: {sim.events.shape[0]} events, {sim.frames.shape[0]} ground-truth frames")
+        run_args = _run_parser().parse_args(["--replay", str(h5), "--out", str(out), "--save-gt", "--save-evframe"]
+                                            + (["--max-frames", str(args.max_frames)] if args.max_frames else [])
+                                            + ["--no-gui"])
+        return run_pipeline_command(run_args)
+
+
+# ---------------------------------------------------------------------------- simulate
+def _simulate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight simulate",
+                                description="Write a simulated night recording in the RLED h5 layout: events from a "
+                                            "DVS model with low-light trailing and noise, ground-truth frames at "
+                                            "25 fps and event_indices (±10 ms around each frame).")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .h5 file")
+    p.add_argument("--seconds", type=float, default=2.0, help="duration in seconds (default 2)")
+    p.add_argument("--size", type=_size, default=(346, 260), help="sensor size WIDTHxHEIGHT (default 346x260)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same file")
+    p.add_argument("--fps", type=float, default=25.0, help="ground-truth frame rate (default 25)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_simulate(args) -> int:
+    from .simulate import write_night
+
+    sim = write_night(args.out, seconds=args.seconds, size=args.size, seed=args.seed, fps=args.fps, progress=True)
+    span_s = (int(sim.events["t"][-1]) - int(sim.events["t"][0])) / 1e6 if sim.events.size else 0.0
+    print(f"livenight: wrote {args.out}: {sim.events.shape[0]} events over {span_s:.2f} s "
+          f"({sim.events.shape[0] / max(span_s, 1e-9) / 1e6:.2f} M events/s), {sim.frames.shape[0]} frames, "
+          f"{sim.sensor_size[0]}x{sim.sensor_size[1]}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- info
+def _info_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight info", description="Describe a recording (RLED .h5).")
+    p.add_argument("file", help="recording")
+    p.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto", help="unit of events/ts (default: detect)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_info(args) -> int:
+    from livenight.drivers import open_source
+
+    with open_source(args.file, ts_unit=args.ts_unit) as src:
+        f = src.file
+        span = f.t_last_us - f.t_first_us
+        print(f"{f.path}: RLED h5")
+        print(f"  sensor      {src.sensor_size[0]}x{src.sensor_size[1]} (width x height)")
+        print(f"  events      {f.num_events} over {span / 1e6:.3f} s ({f.num_events / max(span, 1):.3f} M events/s)")
+        print(f"  time        {f.t_first_us} .. {f.t_last_us} µs (events/ts stored in {f.ts_unit})")
+        print(f"  images      {f.num_images}")
+        print(f"  event_indices {'yes' if f.event_indices is not None else 'no'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- bench
+def _bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight bench", description="Benchmarks; each prints ratios against a "
+                                                                    "baseline measured in the same run.")
+    p.add_argument("what", choices=("ring",), help="ring: sustained ingest into the event ring buffer")
+    p.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement (default 3)")
+    p.add_argument("--packet-events", type=_positive_int, default=10_000, help="events per packet (default 10000)")
+    p.add_argument("--capacity", type=_positive_int, default=1 << 22, help="ring capacity in events (default 4194304)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_bench(args) -> int:
+    from .bench import bench_ring
+
+    bench_ring(seconds=args.seconds, packet_events=args.packet_events, capacity=args.capacity)
+    return 0
+
+
+# ---------------------------------------------------------------------------- main
+_COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_demo),
+             "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, object]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _COMMANDS:
+        make, runner = _COMMANDS[argv[0]]
+        return make().parse_args(argv[1:]), runner
+    return _run_parser().parse_args(argv), run_pipeline_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, runner = parse_args(argv)
+    try:
+        return runner(args)
+    except KeyboardInterrupt:
+        print("livenight: interrupted", file=sys.stderr)
+        return 130
+    except (LivenightError, OSError, ValueError) as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"livenight: error: {e}", file=sys.stderr)
+        return 2
