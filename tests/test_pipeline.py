@@ -1,0 +1,112 @@
+"""The pipeline end to end on in-memory packets: offline is lossless and ordered, live skips instead of queueing."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from livenight.drivers.pacing import paced
+from livenight.engines.base import EngineBase, EngineInfo
+from livenight.events import EventPacket, make_events
+from livenight.pipeline import Pipeline
+from livenight.sinks import NullSink
+from livenight.windowing import CountWindows, TimeWindows
+
+
+class CountingEngine(EngineBase):
+    """Records what it was given; optionally slow, to force the live path to skip windows."""
+
+    def __init__(self, size=(32, 24), delay_s=0.0):
+        self.info = EngineInfo("counting", "numpy", "cpu", "float32", size, "events")
+        self.delay_s = delay_s
+        self.windows = []
+        self.resets = 0
+        self._out = np.zeros(size[::-1], np.float32)
+
+    def _reset_impl(self):
+        self.resets += 1
+
+    def _step_impl(self, window):
+        self.windows.append(window)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self._out.fill(min(1.0, window.events.size / 1000))
+        return self._out
+
+
+def _packets(n_events=60_000, span_us=600_000, packet=1_000, seed=0, size=(32, 24)):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, span_us, n_events))
+    ev = make_events(t, rng.integers(0, size[0], n_events), rng.integers(0, size[1], n_events),
+                     rng.integers(0, 2, n_events))
+    # cut near every `packet` events, moved forward so equal timestamps stay in one packet (packets tile time)
+    cuts = np.unique(np.searchsorted(t, t[np.arange(packet, n_events, packet)], side="left"))
+    bounds = [0, *[int(c) for c in cuts if c > 0], n_events]
+    out, start = [], int(t[0])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        end = int(t[b]) if b < n_events else int(t[-1]) + 1
+        out.append(EventPacket(ev[a:b], start, end, time.monotonic(), size))
+        start = end
+    return ev, out
+
+
+def test_offline_time_windows_see_every_event_once_in_order():
+    ev, packets = _packets()
+    eng = CountingEngine()
+    with eng:
+        stats = Pipeline(packets, (32, 24), eng, TimeWindows(40_000, 40_000), [NullSink()]).run()
+    got = np.concatenate([w.events for w in eng.windows])
+    complete = ev[ev["t"] < int(ev["t"][0]) + len(eng.windows) * 40_000]
+    assert len(eng.windows) == (int(ev["t"][-1]) + 1 - int(ev["t"][0]) - 40_000) // 40_000 + 1
+    np.testing.assert_array_equal(got, complete)
+    assert stats.frames == len(eng.windows) and stats.skipped_windows == 0 and stats.dropped_events == 0
+    assert [w.index for w in eng.windows] == list(range(len(eng.windows)))
+
+
+def test_offline_ring_grows_instead_of_dropping_for_windows_larger_than_capacity():
+    ev, packets = _packets(n_events=20_000, packet=500)
+    eng = CountingEngine()
+    with eng:
+        stats = Pipeline(packets, (32, 24), eng, CountWindows(5_000), ring_capacity=1_000).run()
+    assert stats.dropped_events == 0 and len(eng.windows) == 4
+    np.testing.assert_array_equal(np.concatenate([w.events for w in eng.windows]), ev)
+
+
+def test_max_frames_stops_early():
+    _, packets = _packets()
+    with CountingEngine() as eng:
+        stats = Pipeline(packets, (32, 24), eng, TimeWindows(10_000, 10_000), max_frames=7).run()
+    assert stats.frames == 7
+
+
+def test_live_mode_skips_to_newest_window_when_engine_is_slow():
+    _, packets = _packets(span_us=600_000)
+    eng = CountingEngine(delay_s=0.05)  # 50 ms per 10 ms window: 5x slower than real time
+    with eng:
+        stats = Pipeline(paced(packets, speed=1.0, slice_us=2_000), (32, 24), eng, TimeWindows(10_000, 10_000),
+                         live=True).run()
+    produced = len(eng.windows)
+    total = 60  # 600 ms / 10 ms
+    assert stats.skipped_windows > 0
+    assert produced + stats.skipped_windows <= total
+    assert produced < total / 2
+    idx = [w.index for w in eng.windows]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    assert sum(w.skipped for w in eng.windows) == stats.skipped_windows
+    assert stats.dropped_events == 0
+
+
+def test_live_mode_producer_error_is_raised_after_shutdown():
+    _, packets = _packets()
+
+    def broken():
+        yield from packets[:5]
+        raise OSError("camera unplugged")
+
+    with CountingEngine() as eng:
+        pipe = Pipeline(broken(), (32, 24), eng, TimeWindows(10_000, 10_000), live=True)
+        with pytest.raises(OSError, match="unplugged"):
+            pipe.run()
+    assert pipe.stop_event.is_set()
