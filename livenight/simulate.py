@@ -416,7 +416,10 @@ def _trace_kernel(log_in, cur_in, t_us, con, coff, refr, tau_ref, max_dlog, cap,
     return n
 
 
-_JIT_NAMES = ("_scene_at", "_advance_pixel", "_chunk_kernel", "_render_kernel", "_trace_kernel")
+#: (name, inline): helpers are inlined at numba-IR level; called as real functions, the array arguments would be
+#: reference-counted on every call (atomic operations), costing ~100 ns per pixel and step.
+_JIT_NAMES = (("_scene_at", True), ("_advance_pixel", True), ("_chunk_kernel", False), ("_render_kernel", False),
+              ("_trace_kernel", False))
 _jitted = False
 
 
@@ -427,8 +430,8 @@ def _jit() -> None:
         return
     numba = require("numba", "the night event simulator (livenight.simulate)")
     g = globals()
-    for name in _JIT_NAMES:
-        g[name] = numba.njit(cache=True)(g[name])
+    for name, inline in _JIT_NAMES:
+        g[name] = numba.njit(cache=True, inline="always" if inline else "never")(g[name])
     _jitted = True
 
 

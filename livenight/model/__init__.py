@@ -1,0 +1,1 @@
+"""Pure-PyTorch models (no drivers, engines or Qt)."""

@@ -1,0 +1,33 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livenight.events import EVENT_DTYPE
+
+
+@pytest.fixture
+def make_events():
+    """Factory for a synthetic, time-sorted :data:`EVENT_DTYPE` stream.
+
+    ``make_events(n, sensor=(346, 260), rate_ev_per_s=1e6, seed=0, t0_us=0)``: ``n`` events with exponential
+    inter-event times at ``rate_ev_per_s`` (so equal timestamps occur at high rates), starting at ``t0_us``,
+    uniform positions inside ``sensor`` = (width, height) and random polarities. Deterministic per ``seed``.
+    """
+
+    def _make(n: int, sensor: tuple[int, int] = (346, 260), rate_ev_per_s: float = 1e6, seed: int = 0,
+              t0_us: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        width, height = sensor
+        ev = np.empty(n, dtype=EVENT_DTYPE)
+        dt = rng.exponential(1e6 / rate_ev_per_s, size=n)
+        dt[0] = 0.0  # the first event lies exactly at t0_us
+        ev["t"] = int(t0_us) + np.floor(np.cumsum(dt)).astype(np.int64)
+        ev["x"] = rng.integers(0, width, size=n)
+        ev["y"] = rng.integers(0, height, size=n)
+        ev["p"] = rng.integers(0, 2, size=n)
+        return ev
+
+    return _make
