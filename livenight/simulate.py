@@ -60,6 +60,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
 
@@ -103,7 +105,7 @@ class NightScene:
             emit a third of it. Independent of the illuminance: lamps are light sources.
         feature_scale: size multiplier of texture features and cars; ``None`` = min(width, height) / 260, so the
             scene looks alike at 346×260, 640×480 or 1280×720.
-        texture_density: multiplier of the number of texture shapes (1.0 ≈ one shape per (50·scale)² pixels).
+        texture_density: multiplier of the number of texture shapes (1.0 ≈ one shape per (28·scale)² pixels).
         contrast: texture contrast around the mean reflectance (0 = a flat grey field, 1 = default).
         reflectance_min: darkest reflectance after the contrast stretch.
         reflectance_max: brightest texture reflectance (lamps render as 1.0).
@@ -289,8 +291,17 @@ def _advance_pixel(lf, lref, tlast, lin0, lin1, cur1, ta, tb, con, coff, refr, t
     ``cap`` of them; further crossings stay pending and fire in the next step). Returns the new state and ``n``.
     """
     d_in = lin1 - lin0
-    nsub = 1
-    if abs(d_in) > max_dlog:
+    if abs(d_in) <= max_dlog:
+        # fast path (most pixel-steps): one sub-step and no threshold reached at either end. lf moves
+        # monotonically inside the step, so it cannot cross a threshold in between either.
+        kk = (tb - ta) * cur1
+        lf_new = lf + kk / (tau_ref + kk) * (lin1 - lf)
+        d0 = lf - lref
+        d1 = lf_new - lref
+        if -coff < d0 < con and -coff < d1 < con:
+            return lf_new, lref, tlast, n
+        nsub = 1
+    else:
         nsub = int(math.ceil(abs(d_in) / max_dlog))
     dt = (tb - ta) / nsub
     n_first = n
@@ -346,18 +357,18 @@ def _advance_pixel(lf, lref, tlast, lin0, lin1, cur1, ta, tb, con, coff, refr, t
     return lf, lref, tlast, n
 
 
-def _chunk_kernel(p_start, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y,
+def _chunk_kernel(p_start, p_end, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y,
                   t_steps, illum, dark, tau_ref, max_dlog, refr, cap,
-                  lf, lref, tlast, lin, cur, con, coff, mean_cur, ev_t, ev_x, ev_y, ev_p, n):
-    """Simulate all steps of one chunk, pixel by pixel from ``p_start``.
+                  lf, lref, tlast, lin, con, coff, mean_cur, ev_t, ev_x, ev_y, ev_p, n):
+    """Simulate all steps of one chunk for the flat pixel indices ``[p_start, p_end)``, pixel by pixel.
 
-    Returns ``(p_next, n)``: ``p_next`` < number of pixels when the event buffers are nearly full (the caller
-    drains them and calls again from ``p_next``). Per-pixel state arrays are updated in place.
+    Returns ``(p_next, n)``: ``p_next < p_end`` when the event buffers are nearly full (the caller drains them
+    and calls again from ``p_next``). Per-pixel state arrays are updated in place, only inside the range, so
+    disjoint ranges can run concurrently (the kernel releases the GIL).
     """
     n_steps = oxi.shape[0]
-    n_pix = lf.shape[0]
     capacity = ev_t.shape[0]
-    for p in range(p_start, n_pix):
+    for p in range(p_start, p_end):
         if n + n_steps * cap > capacity:
             return p, n
         y = p // width
@@ -366,7 +377,6 @@ def _chunk_kernel(p_start, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, s
         s_lref = np.float64(lref[p])
         s_tl = tlast[p]
         s_lin = np.float64(lin[p])
-        s_cur = np.float64(cur[p])
         s_con = np.float64(con[p])
         s_coff = np.float64(coff[p])
         acc = 0.0
@@ -374,6 +384,17 @@ def _chunk_kernel(p_start, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, s
             r, e = _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y)
             c1 = illum * r + e + dark
             l1 = math.log(c1)
+            acc += c1
+            if abs(l1 - s_lin) <= max_dlog:
+                # fast path, inlined here by hand (same arithmetic as in _advance_pixel): no threshold reached
+                kk = (t_steps[k + 1] - t_steps[k]) * c1
+                lf_new = s_lf + kk / (tau_ref + kk) * (l1 - s_lf)
+                d0 = s_lf - s_lref
+                d1 = lf_new - s_lref
+                if -s_coff < d0 < s_con and -s_coff < d1 < s_con:
+                    s_lf = lf_new
+                    s_lin = l1
+                    continue
             n0 = n
             s_lf, s_lref, s_tl, n = _advance_pixel(s_lf, s_lref, s_tl, s_lin, l1, c1, t_steps[k], t_steps[k + 1],
                                                    s_con, s_coff, refr, tau_ref, max_dlog, cap, ev_t, ev_p, n)
@@ -381,15 +402,12 @@ def _chunk_kernel(p_start, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, s
                 ev_x[q] = x
                 ev_y[q] = y
             s_lin = l1
-            s_cur = c1
-            acc += c1
         lf[p] = s_lf
         lref[p] = s_lref
         tlast[p] = s_tl
         lin[p] = s_lin
-        cur[p] = s_cur
-        mean_cur[p] = acc / n_steps if n_steps > 0 else s_cur
-    return n_pix, n
+        mean_cur[p] = acc / n_steps if n_steps > 0 else mean_cur[p]
+    return p_end, n
 
 
 def _render_kernel(out_r, out_e, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y):
@@ -431,7 +449,7 @@ def _jit() -> None:
     numba = require("numba", "the night event simulator (livenight.simulate)")
     g = globals()
     for name, inline in _JIT_NAMES:
-        g[name] = numba.njit(cache=True, inline="always" if inline else "never")(g[name])
+        g[name] = numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(g[name])
     _jitted = True
 
 
@@ -467,7 +485,7 @@ def _make_texture(rng: np.random.Generator, ht: int, wt: int, scale: float, scen
         if kx == 0 and ky == 0:
             kx = 1
         canvas += rng.uniform(0.04, 0.1) * np.cos(2 * np.pi * (kx * xx / wt + ky * yy / ht) + rng.uniform(0, 2 * np.pi))
-    n_shapes = int(round(scene.texture_density * ht * wt / (50.0 * scale) ** 2))
+    n_shapes = int(round(scene.texture_density * ht * wt / (28.0 * scale) ** 2))
     for _ in range(n_shapes):
         kind = rng.choice(5, p=[0.18, 0.22, 0.3, 0.15, 0.15])
         y0, x0 = int(rng.integers(0, ht)), int(rng.integers(0, wt))
@@ -765,31 +783,51 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
     mean_cur = cur.copy()
     cur_grey = dvs.illuminance * 0.5 + dvs.dark_current
 
-    capacity = max(1 << 20, 4 * steps_per_chunk * cap)
-    buf_t = np.empty(capacity, np.int64)
-    buf_x = np.empty(capacity, np.uint16)
-    buf_y = np.empty(capacity, np.uint16)
-    buf_p = np.empty(capacity, np.uint8)
+    # Pixels are cut into contiguous blocks run by a thread pool (the kernel releases the GIL). Each block's
+    # events are kept in pixel order and blocks are concatenated in order, so the stream before the stable
+    # time sort is the same as one serial pass: the output does not depend on the number of threads.
+    n_workers = _n_workers()
+    n_blocks = min(n_pix, 4 * n_workers)
+    bounds = np.linspace(0, n_pix, n_blocks + 1).round().astype(np.int64)
+    capacity = max(1 << 16, 4 * steps_per_chunk * cap)
+    buffers = [(np.empty(capacity, np.int64), np.empty(capacity, np.uint16), np.empty(capacity, np.uint16),
+                np.empty(capacity, np.uint8)) for _ in range(n_workers)]
+    free = list(range(n_workers))
+
+    def run_block(b: int, k_args: tuple) -> list:
+        slot = free.pop()  # list.pop/append are atomic under the GIL
+        try:
+            buf_t, buf_x, buf_y, buf_p = buffers[slot]
+            out = []
+            p, p_end = int(bounds[b]), int(bounds[b + 1])
+            while p < p_end:
+                p, n = _chunk_kernel(p, p_end, width, *k_args, lf, lref, tlast, lin, con, coff, mean_cur,
+                                     buf_t, buf_x, buf_y, buf_p, 0)
+                out.append((buf_t[:n].copy(), buf_x[:n].copy(), buf_y[:n].copy(), buf_p[:n].copy()))
+            return out
+        finally:
+            free.append(slot)
 
     bar = None
     if progress:
         tqdm = require("tqdm", "the simulation progress bar").tqdm
         bar = tqdm(total=n_steps, unit="step", desc="simulate_night")
     chunks: list[np.ndarray] = []
+    pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
     try:
         for k0 in range(0, n_steps, steps_per_chunk):
             k1 = min(k0 + steps_per_chunk, n_steps)
             t_rel = np.minimum(np.arange(k0, k1 + 1, dtype=np.int64) * step_us, duration_us)
             t_steps = (t0_us + t_rel).astype(np.float64)
             oxi, oyi, fx, fy, obj_x, obj_y = sc.motion(t_rel[1:] * 1e-6)
-            parts = []
-            p, n = 0, 0
-            while p < n_pix:
-                p, n = _chunk_kernel(p, width, sc.tex_ext, oxi, oyi, fx, fy, sc.spr_ar, sc.spr_a, sc.spr_e,
-                                     sc.spr_w, sc.spr_h, obj_x, obj_y, t_steps, dvs.illuminance, dvs.dark_current,
-                                     dvs.tau_ref_us, dvs.max_dlog_per_substep, dvs.refractory_us, cap, lf, lref,
-                                     tlast, lin, cur, con, coff, mean_cur, buf_t, buf_x, buf_y, buf_p, 0)
-                parts.append((buf_t[:n].copy(), buf_x[:n].copy(), buf_y[:n].copy(), buf_p[:n].copy()))
+            k_args = (sc.tex_ext, oxi, oyi, fx, fy, sc.spr_ar, sc.spr_a, sc.spr_e, sc.spr_w, sc.spr_h, obj_x, obj_y,
+                      t_steps, float(dvs.illuminance), float(dvs.dark_current), float(dvs.tau_ref_us),
+                      float(dvs.max_dlog_per_substep), float(dvs.refractory_us), cap)
+            if pool is None:
+                per_block = [run_block(b, k_args) for b in range(n_blocks)]
+            else:
+                per_block = list(pool.map(run_block, range(n_blocks), [k_args] * n_blocks))
+            parts = [part for block in per_block for part in block]
             ta, tb = int(t_steps[0]), int(t_steps[-1])
             parts.append(_noise(rng_noise, ta, tb, mean_cur, cur_grey, hot, width, dvs))
             chunk = _pack(parts)
@@ -797,6 +835,8 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
             if bar is not None:
                 bar.update(k1 - k0)
     finally:
+        if pool is not None:
+            pool.shutdown()
         if bar is not None:
             bar.close()
     events = np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
@@ -812,6 +852,15 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
                     np.searchsorted(t, mid + RLED_HALF_WINDOW_US, "left")], axis=1).astype(np.int64).reshape(-1, 2)
     return SimResult(events=events, frames=frames, frame_mid_us=mid, frame_end_us=end, event_indices=idx,
                      sensor_size=(width, height), t0_us=t0_us, duration_us=duration_us)
+
+
+def _n_workers() -> int:
+    """Threads for the pixel kernel: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
 
 
 def _noise(rng: np.random.Generator, ta: int, tb: int, mean_cur: np.ndarray, cur_grey: float, hot: np.ndarray,

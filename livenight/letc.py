@@ -1,0 +1,138 @@
+"""LETC (NER-Net's learned event representation): official time conversion, exact path and a lookup-table path.
+
+Why a table: the LETC value MLP maps one scalar to one scalar, so ``t·MLP(t − i)`` can be tabulated once per
+checkpoint over ``u = t − i ∈ [−(C−1), C−1]`` and applied per event with linear interpolation. The MLP is piecewise
+linear (LeakyReLU), so a dense table is near exact, and the per-event work drops from ~5,000 multiply-adds to a
+dozen. The exact per-event MLP path (:meth:`livenight.model.nernet.NERNet.quantize`) stays the reference and the
+training path.
+
+Time handling replicates the official inference bit for bit: timestamps become float32 *seconds*
+(``np.float32(t_us / 1e6)`` when the window spans more than 1000 µs), then are normalised in float32 to
+``[0, C−1]`` by the window's first and last event. Windows whose events share one timestamp are left
+unnormalised (as officially) and fall back to the exact MLP, since their ``u`` may leave the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._optional import require
+from .errors import SourceError
+from .events import EVENT_DTYPE
+
+_scatter = None
+
+
+def official_times(t_us: np.ndarray) -> np.ndarray:
+    """float32 times as the official loader makes them: seconds when the window spans > 1000 µs."""
+    t = t_us.astype(np.float64)
+    if t.size and t[-1] - t[0] > 1000:
+        t = t / 1e6
+    return t.astype(np.float32)
+
+
+def normalised_times(t_us: np.ndarray, num_bins: int) -> tuple[np.ndarray, bool]:
+    """``(t, normalised)``: official float32 normalisation to [0, C−1]; unnormalised when first == last."""
+    t = official_times(t_us)
+    if t.size == 0:
+        return t, True
+    dt = np.float32(t[-1] - t[0])
+    if dt == 0:
+        return t, False
+    return ((t - t[0]) / dt * np.float32(num_bins - 1)).astype(np.float32), True
+
+
+def _compile():
+    global _scatter
+    if _scatter is None:
+        require("numba", "the LETC lookup-table path")
+        import numba
+
+        from ._letc_kernel import scatter
+
+        def _scatter_fn(*args):
+            return scatter(*args, numba.get_num_threads())
+
+        _scatter = _scatter_fn
+    return _scatter
+
+
+class LetcTable:
+    """``t·MLP(t − i)`` for every bin i, tabulated over normalised ``t ∈ [0, C−1]`` (float64 evaluation).
+
+    One row per table position holds all C bins, so an event costs one interpolation position and C lookups
+    from one cache line. The grid is produced channels-last (``[H, W, 2C]``); :meth:`grid_chw` gives the
+    ``[2C, H, W]`` view the network's first convolution takes.
+
+    Example:
+        >>> table = LetcTable.from_model(model)                              # doctest: +SKIP
+        >>> grid = table.grid_chw(window.events, (346, 260))                 # doctest: +SKIP
+    """
+
+    def __init__(self, values: np.ndarray, num_bins: int, value_layer=None) -> None:
+        self.values = np.ascontiguousarray(values, dtype=np.float64)  # [n, C]
+        self.num_bins = int(num_bins)
+        self.inv_step = (self.values.shape[0] - 1) / (num_bins - 1)
+        self._value_layer = value_layer  # exact fallback for unnormalised windows
+
+    @classmethod
+    def from_model(cls, model, size: int = 1 << 16) -> "LetcTable":
+        import copy
+
+        import torch
+
+        c = model.cfg.num_bins
+        vl = copy.deepcopy(model.representation.quantization_layer.value_layer).double()
+        t = torch.linspace(0, c - 1, size, dtype=torch.float64)
+        with torch.no_grad():
+            vals = torch.stack([t * vl(t - i) for i in range(c)], dim=1).numpy().copy()
+        return cls(vals, c, value_layer=model.representation.quantization_layer.value_layer)
+
+    def grid(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+        """The ``[H, W, 2C]`` float32 quantisation grid of one window (``out`` is overwritten and reused)."""
+        if events.dtype != EVENT_DTYPE:
+            raise SourceError(f"LETC expects EVENT_DTYPE events (got {events.dtype})")
+        width, height = sensor_size
+        c = self.num_bins
+        if out is None:
+            out = np.empty((height, width, 2 * c), dtype=np.float32)
+        x, y = events["x"], events["y"]
+        if events.size and (int(x.max()) >= width or int(y.max()) >= height):
+            j = int(np.flatnonzero((x >= width) | (y >= height))[0])
+            raise SourceError(f"LETC: event {j} at (x={int(x[j])}, y={int(y[j])}) lies outside the "
+                              f"{width}x{height} sensor")
+        t, normalised = normalised_times(events["t"], c)
+        if not normalised:
+            return self._exact(events, t, out)
+        _compile()(out, np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(events["p"]), t,
+                   self.values, self.inv_step, c)
+        return out
+
+    def grid_chw(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+        """``[2C, H, W]`` view (not a copy) of :meth:`grid`."""
+        return self.grid(events, sensor_size, out).transpose(2, 0, 1)
+
+    def _exact(self, events, t, out):
+        import torch
+
+        c = self.num_bins
+        out.fill(0.0)
+        on = events["p"].astype(bool)
+        with torch.no_grad():
+            tt = torch.from_numpy(t)
+            for i in range(c):
+                vals = (tt * self._value_layer(tt - i)).numpy()
+                np.add.at(out[..., i], (events["y"][on], events["x"][on]), vals[on])
+                np.add.at(out[..., c + i], (events["y"][~on], events["x"][~on]), vals[~on])
+        return out
+
+
+def exact_grid(model, events: np.ndarray, sensor_size: tuple[int, int]) -> np.ndarray:
+    """The official per-event MLP quantisation of one window (reference path) as a ``[2C, H, W]`` array."""
+    import torch
+
+    t_raw = official_times(events["t"])
+    with torch.no_grad():
+        g = model.quantize(torch.from_numpy(events["x"].astype(np.int64)), torch.from_numpy(events["y"].astype(np.int64)),
+                           torch.from_numpy(t_raw), torch.from_numpy(events["p"].astype(np.float32) * 2 - 1))
+    return g[0].numpy()

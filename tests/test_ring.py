@@ -1,0 +1,398 @@
+"""The bounded SPSC event ring (style.md §4 rule 6): drop the oldest, count the drops, never block."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from livenight.errors import SourceError
+from livenight.events import EVENT_DTYPE
+from livenight.ring import EventRing
+
+THREAD_DEADLINE_S = 15.0
+
+
+def _packets(n_total: int, max_size: int, seed: int, min_size: int = 1) -> list[tuple[int, int]]:
+    """Random split of range(n_total) into [a, b) packets."""
+    rng = np.random.default_rng(seed)
+    out, a = [], 0
+    while a < n_total:
+        b = min(n_total, a + int(rng.integers(min_size, max_size + 1)))
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _assert_same(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == EVENT_DTYPE
+    assert got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------------------- basics
+@pytest.mark.parametrize("cap", [0, -1])
+def test_capacity_must_be_positive(cap):
+    with pytest.raises(ValueError, match=str(cap)):
+        EventRing(cap)
+
+
+def test_empty_ring():
+    ring = EventRing(16)
+    assert ring.head == 0 and ring.oldest == 0 and ring.unreleased == 0
+    assert ring.dropped_events == 0 and ring.backlog_us == 0
+    assert ring.first_t_us is None and ring.t_end_us is None
+    assert ring.read_index(0, 10).shape == (0,)
+    ev, i0, i1 = ring.read_time(0, 10**9)
+    assert ev.shape == (0,) and (i0, i1) == (0, 0)
+
+
+def test_t_end_follows_the_producer(make_events):
+    ring = EventRing(100)
+    ev = make_events(10, rate_ev_per_s=1e4, t0_us=500)
+    ring.push(ev)
+    assert ring.t_end_us == int(ev["t"][-1]) + 1  # default: just past the newest event
+    ring.push(ev[:0], t_end_us=10**7)  # an empty packet still moves the clock
+    assert ring.t_end_us == 10**7 and ring.head == 10
+    ring.push(ev[:0])  # an empty packet without a range changes nothing
+    assert ring.t_end_us == 10**7
+    later = make_events(5, rate_ev_per_s=1e4, t0_us=2 * 10**7)
+    ring.push(later, t_end_us=3 * 10**7)
+    assert ring.t_end_us == 3 * 10**7 and ring.head == 15
+
+
+def test_unreleased_backlog_and_first_t(make_events):
+    ring = EventRing(100)
+    ev = make_events(80, rate_ev_per_s=1e4, t0_us=1000)
+    ring.push(ev)
+    assert ring.unreleased == 80
+    assert ring.first_t_us == int(ev["t"][0]) == 1000
+    assert ring.backlog_us == int(ev["t"][79] - ev["t"][0])
+    ring.release(30)
+    assert ring.unreleased == 50
+    assert ring.backlog_us == int(ev["t"][79] - ev["t"][30])
+    assert ring.first_t_us == 1000  # released events stay readable until overwritten
+    ring.release(10)  # release never moves backwards
+    assert ring.unreleased == 50
+    ring.release(10**9)  # clamps to what was pushed
+    assert ring.unreleased == 0 and ring.backlog_us == 0
+    more = make_events(60, rate_ev_per_s=1e4, seed=1, t0_us=int(ev["t"][-1]) + 5)
+    ring.push(more)
+    # release(10**9) was clamped to head=80 at the time: the 60 new events are unreleased
+    assert ring.unreleased == 60
+    assert ring.oldest == 40 and ring.first_t_us == int(ev["t"][40])
+    assert ring.dropped_events == 0  # only released events were overwritten
+
+
+# ---------------------------------------------------------------------------------------------- order
+def test_pushing_an_older_packet_raises_and_changes_nothing(make_events):
+    ring = EventRing(64)
+    ev = make_events(20, rate_ev_per_s=1e4, t0_us=1000)
+    ring.push(ev, t_end_us=int(ev["t"][-1]) + 10)
+    last = int(ev["t"][-1])
+    older = make_events(5, rate_ev_per_s=1e4, t0_us=last - 1)
+    with pytest.raises(SourceError) as err:
+        ring.push(older, t_end_us=10**9)
+    msg = str(err.value)
+    assert f"t={last - 1}" in msg and f"t={last}" in msg and "before" in msg
+    assert ring.head == 20 and ring.t_end_us == last + 10 and ring.dropped_events == 0
+    _assert_same(ring.read_index(0, 20), ev)
+    # a packet starting exactly at the previous last timestamp is in order
+    same = make_events(5, rate_ev_per_s=1e4, t0_us=last)
+    ring.push(same)
+    assert ring.head == 25
+    _assert_same(ring.read_index(20, 25), same)
+
+
+# ---------------------------------------------------------------------------------------------- drops
+@pytest.mark.parametrize("capacity, sizes", [
+    (100, [100]),
+    (100, [60, 40]),
+    (100, [60, 41]),
+    (100, [30, 30, 30, 30, 30]),
+    (100, [99, 1, 1, 1]),
+    (7, [3] * 40),
+    (1000, [333] * 10),
+    (1024, [1000, 24, 1000, 1, 2047]),
+    (1, [1, 1, 1, 5]),
+])
+def test_exact_drop_count_without_a_consumer(make_events, capacity, sizes):
+    total = sum(sizes)
+    ref = make_events(total, rate_ev_per_s=1e5)
+    ring = EventRing(capacity)
+    pushed = 0
+    for s in sizes:
+        ring.push(ref[pushed:pushed + s])
+        pushed += s
+        assert ring.dropped_events == max(0, pushed - capacity)
+        assert ring.head == pushed
+    kept = min(total, capacity)
+    assert ring.oldest == total - kept
+    assert ring.unreleased == kept
+    # the oldest were dropped: what remains is exactly the newest `capacity` events, in order
+    _assert_same(ring.read_index(0, total), ref[total - kept:])
+    _assert_same(ring.read_index(total - kept, total), ref[total - kept:])
+    assert ring.first_t_us == int(ref["t"][total - kept])
+    assert ring.backlog_us == int(ref["t"][-1] - ref["t"][total - kept])
+
+
+@pytest.mark.parametrize("capacity, before, released, n, dropped", [
+    (1000, 0, 0, 2500, 1500),  # oversized into an empty ring: oldest 1500 never stored
+    (1000, 300, 0, 2500, 1800),  # ... and the 300 unreleased stored events are lost too
+    (1000, 300, 300, 2500, 1500),  # released ones are not counted
+    (1000, 300, 100, 1001, 201),
+    (1000, 0, 0, 1000, 0),  # exactly capacity is not oversized
+    (1, 0, 0, 10, 9),
+])
+def test_oversized_packet_keeps_the_newest(make_events, capacity, before, released, n, dropped):
+    ref = make_events(before + n, rate_ev_per_s=1e5, seed=3)
+    ring = EventRing(capacity)
+    ring.push(ref[:before])
+    ring.release(released)
+    ring.push(ref[before:])
+    assert ring.dropped_events == dropped
+    assert ring.head == before + n
+    assert ring.oldest == before + n - capacity
+    _assert_same(ring.read_index(0, before + n), ref[-capacity:])
+    assert ring.first_t_us == int(ref["t"][-capacity])
+    assert ring.t_end_us == int(ref["t"][-1]) + 1
+
+
+@pytest.mark.parametrize("capacity, first, release_at, second, dropped", [
+    (100, 100, 60, 80, 20),
+    (100, 100, 100, 100, 0),
+    (100, 100, 0, 50, 50),
+    (100, 40, 10, 70, 0),
+    (100, 40, 5, 70, 5),
+    (100, 50, 50, 120, 20),  # oversized: 20 never stored; the 50 released ones are free
+    (100, 100, 100, 250, 150),
+    (100, 100, 99, 1, 0),
+    (100, 100, 1, 2, 1),
+])
+def test_overwriting_released_events_is_not_a_drop(make_events, capacity, first, release_at, second, dropped):
+    ref = make_events(first + second, rate_ev_per_s=1e5, seed=5)
+    ring = EventRing(capacity)
+    ring.push(ref[:first])
+    ring.release(release_at)
+    ring.push(ref[first:])
+    assert ring.dropped_events == dropped
+    keep = min(capacity, first + second)
+    _assert_same(ring.read_index(0, first + second), ref[first + second - keep:])
+
+
+def test_release_is_clamped_to_what_was_pushed(make_events):
+    ref = make_events(350, rate_ev_per_s=1e5, seed=6)
+    ring = EventRing(100)
+    ring.push(ref[:50])
+    ring.release(10**9)  # becomes 50, not "everything forever"
+    ring.push(ref[50:250])  # oversized: 100 never stored; the old 50 were released
+    assert ring.dropped_events == 100
+    ring.push(ref[250:350])  # overwrites 100 stored, unreleased events
+    assert ring.dropped_events == 200
+    _assert_same(ring.read_index(0, 350), ref[250:350])
+
+
+# ---------------------------------------------------------------------------------------------- time slicing
+@pytest.mark.parametrize("capacity", [5, 64, 997, 4096])
+def test_read_time_and_index_at_time_across_wraps(make_events, capacity):
+    # 1 Mev/s with 1 µs resolution: many equal timestamps, also across packet and ring boundaries
+    ref = make_events(20_000, rate_ev_per_s=1e6, seed=capacity)
+    t = ref["t"]
+    rng = np.random.default_rng(capacity + 1)
+    ring = EventRing(capacity)
+    checked_wrapped = 0
+    for a, b in _packets(len(ref), max_size=max(2, capacity // 3) if capacity > 5 else 9, seed=capacity):
+        ring.push(ref[a:b])
+        head, oldest = ring.head, ring.oldest
+        assert oldest == max(0, head - capacity)
+        if oldest % capacity and head % capacity:
+            checked_wrapped += 1
+        lo_t, hi_t = int(t[oldest]), int(t[head - 1])
+        queries = rng.integers(lo_t - 3, hi_t + 4, size=6)
+        queries = np.concatenate([queries, [lo_t, hi_t, hi_t + 1, t[(oldest + head) // 2]]])
+        for q in queries:
+            want = min(max(int(np.searchsorted(t[:head], q, side="left")), oldest), head)
+            assert ring.index_at_time(int(q)) == want, (int(q), oldest, head)
+        for _ in range(3):
+            t0, t1 = sorted(int(v) for v in rng.integers(lo_t - 2, hi_t + 3, size=2))
+            ev, i0, i1 = ring.read_time(t0, t1)
+            w0 = min(max(int(np.searchsorted(t[:head], t0, side="left")), oldest), head)
+            w1 = min(max(int(np.searchsorted(t[:head], t1, side="left")), oldest), head)
+            assert (i0, i1) == (w0, w1)
+            _assert_same(ev, ref[w0:w1])
+            assert np.all((ev["t"] >= t0) & (ev["t"] < t1))
+    assert ring.dropped_events == len(ref) - capacity
+    assert checked_wrapped > 10  # the queries really ran on wrapped storage
+
+
+def test_read_time_on_a_full_ring_whose_start_is_not_slot_zero(make_events):
+    ref = make_events(130, rate_ev_per_s=1e5, seed=11)
+    ring = EventRing(100)
+    ring.push(ref)  # head=130, oldest=30: a full ring starting at slot 30
+    t = ref["t"]
+    for i in range(30, 130):
+        assert ring.index_at_time(int(t[i])) == max(30, int(np.searchsorted(t, t[i], side="left")))
+    assert ring.index_at_time(int(t[0])) == 30  # clamped to the stored range
+    assert ring.index_at_time(int(t[-1]) + 1) == 130
+    ev, i0, i1 = ring.read_time(int(t[40]), int(t[120]))
+    w0, w1 = np.searchsorted(t, [t[40], t[120]], side="left")
+    assert (i0, i1) == (w0, w1)
+    _assert_same(ev, ref[w0:w1])
+    ev, i0, i1 = ring.read_time(-(2**62), 2**62)
+    assert (i0, i1) == (30, 130)
+    _assert_same(ev, ref[30:])
+
+
+# ---------------------------------------------------------------------------------------------- grow
+def test_grow_keeps_indices_and_content(make_events):
+    ref = make_events(1500, rate_ev_per_s=1e5, seed=12)
+    t = ref["t"]
+    ring = EventRing(100)
+    ring.push(ref[:250])  # wrapped, 150 dropped
+    ring.release(170)
+    assert ring.dropped_events == 150
+    ring.grow(50)  # shrinking is a no-op
+    assert ring.capacity == 100
+    ring.grow(1000)
+    assert ring.capacity == 1000
+    assert ring.head == 250 and ring.oldest == 150 and ring.dropped_events == 150
+    assert ring.unreleased == 80
+    assert ring.first_t_us == int(t[150])
+    _assert_same(ring.read_index(0, 250), ref[150:250])
+    assert ring.index_at_time(int(t[200])) == int(np.searchsorted(t, t[200]))
+    ring.push(ref[250:1000])  # 850 stored: nothing overwritten
+    assert ring.dropped_events == 150 and ring.oldest == 150
+    _assert_same(ring.read_index(150, 1000), ref[150:1000])
+    ev, i0, i1 = ring.read_time(int(t[160]), int(t[900]))
+    w0, w1 = np.searchsorted(t, [t[160], t[900]])
+    assert (i0, i1) == (w0, w1)
+    _assert_same(ev, ref[w0:w1])
+    ring.push(ref[1000:1250])  # overwrites 150..249: 150..169 were released, 170..249 were not
+    assert ring.oldest == 250
+    assert ring.dropped_events == 150 + 80
+    _assert_same(ring.read_index(0, 1250), ref[250:1250])
+
+
+def test_grow_an_unwrapped_ring(make_events):
+    ref = make_events(60, rate_ev_per_s=1e5, seed=13)
+    ring = EventRing(64)
+    ring.push(ref[:40])
+    ring.grow(128)
+    assert ring.head == 40 and ring.oldest == 0
+    _assert_same(ring.read_index(0, 40), ref[:40])
+    ring.push(ref[40:])
+    _assert_same(ring.read_index(0, 60), ref)
+    assert ring.dropped_events == 0
+
+
+# ---------------------------------------------------------------------------------------------- threads
+def _run_threads(producer, consumer):
+    errors: list[BaseException] = []
+
+    def wrap(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
+                errors.append(e)
+        return run
+
+    th = threading.Thread(target=wrap(producer), daemon=True)
+    th.start()
+    wrap(consumer)()
+    th.join(THREAD_DEADLINE_S)
+    assert not th.is_alive(), "producer thread did not finish"
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("capacity, max_packet", [(1024, 500), (4099, 1500), (777, 777)])
+def test_no_loss_below_capacity_with_a_producer_thread(make_events, capacity, max_packet):
+    ref = make_events(150_000, seed=capacity)
+    packets = _packets(len(ref), max_packet, seed=capacity)
+    done = threading.Event()
+    deadline = time.monotonic() + THREAD_DEADLINE_S
+    ring = EventRing(capacity)
+    waits = [0]
+
+    def producer():
+        for a, b in packets:
+            # stay below capacity: wait (off the ring) until the consumer has released enough
+            while ring.unreleased + (b - a) > capacity:
+                waits[0] += 1
+                if time.monotonic() > deadline:
+                    raise TimeoutError("consumer stalled")
+                time.sleep(0)
+            ring.push(ref[a:b])
+        done.set()
+
+    got: list[np.ndarray] = []
+    chunk_rng = np.random.default_rng(1)
+
+    def consumer():
+        nxt = 0
+        while nxt < len(ref):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"consumer got {nxt} of {len(ref)} events")
+            head = ring.head
+            if head == nxt:
+                time.sleep(0)
+                continue
+            end = min(head, nxt + int(chunk_rng.integers(1, capacity + 1)))
+            ev = ring.read_index(nxt, end)
+            assert ev.shape[0] == end - nxt, "events lost below capacity"
+            got.append(ev)
+            nxt = end
+            ring.release(nxt)
+
+    _run_threads(producer, consumer)
+    assert done.is_set()
+    assert ring.dropped_events == 0
+    assert ring.head == len(ref)
+    _assert_same(np.concatenate(got), ref)
+
+
+def test_overflow_with_a_producer_thread_returns_only_true_events(make_events):
+    """The producer never waits; the slow consumer gets exact slices, and everything it missed was counted."""
+    capacity = 2000
+    ref = make_events(200_000, seed=21)
+    packets = _packets(len(ref), 900, seed=21)
+    done = threading.Event()
+    deadline = time.monotonic() + THREAD_DEADLINE_S
+    ring = EventRing(capacity)
+
+    def producer():
+        for a, b in packets:
+            ring.push(ref[a:b])
+            time.sleep(0)
+        done.set()
+
+    received = [0]
+    chunks = [0]
+
+    def consumer():
+        nxt = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("consumer did not finish")
+            finished = done.is_set()
+            head = ring.head
+            ev = ring.read_index(nxt, head)
+            # whatever was cut off is the oldest part: the copy is exactly the newest len(ev) before head
+            assert np.array_equal(ev, ref[head - ev.shape[0]:head])
+            received[0] += ev.shape[0]
+            chunks[0] += ev.shape[0] > 0
+            ring.release(head)
+            nxt = head
+            if finished and nxt == len(ref):
+                return
+            time.sleep(0.0005)  # slower than the producer
+
+    _run_threads(producer, consumer)
+    assert chunks[0] > 1
+    missed = len(ref) - received[0]
+    assert missed > 0, "the test did not overflow the ring"
+    # every event the consumer did not get was counted; an event can only be counted once
+    assert missed <= ring.dropped_events <= len(ref) - capacity
