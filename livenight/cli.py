@@ -69,18 +69,32 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                      help="how events are cut into frames: fixed time, fixed count, or the RLED protocol "
                           "(event_indices, ±10 ms around each image). auto: what the engine needs (the "
                           "classical filter integrates every event, so it uses contiguous time windows)")
-    win.add_argument("--window-ms", type=float, default=40.0, metavar="MS",
-                     help="time window length in milliseconds (default 40)")
+    win.add_argument("--window-ms", type=float, metavar="MS",
+                     help="time window length in milliseconds (default: 20 with --model, the RLED protocol; "
+                          "40 for the classical filter)")
     win.add_argument("--stride-ms", type=float, metavar="MS",
-                     help="time between window starts in milliseconds (default: the window length)")
+                     help="time between window starts in milliseconds (default: 40 with --model, i.e. 25 frames/s; "
+                          "the window length for the classical filter)")
     win.add_argument("--window-events", type=_positive_int, default=50_000, metavar="N",
                      help="events per window with --windows count (default 50000)")
-    win.add_argument("--max-gap-ms", type=float, default=1000.0, metavar="MS",
-                     help="an event gap longer than this resets the recurrent state (default 1000)")
+    win.add_argument("--max-gap-ms", type=float, metavar="MS",
+                     help="an event gap longer than this resets the recurrent state (default 1000; never with "
+                          "--windows rled, which like the official inference resets only per file)")
     eng = p.add_argument_group("engine")
-    eng.add_argument("--engine", choices=("complementary",), default="complementary",
-                     help="reconstruction engine (default: complementary, a classical high-pass filter on log "
-                          "intensity that needs no weights)")
+    eng.add_argument("--model", metavar="FILE",
+                     help="NER-Net checkpoint (.pth/.pt): the official ner.pth, a plain state_dict or a livenight "
+                          "checkpoint. Without it the classical filter runs")
+    eng.add_argument("--engine", choices=("auto", "torch", "complementary"), default="auto",
+                     help="reconstruction engine (default auto: torch for --model, else complementary, a classical "
+                          "high-pass filter on log intensity that needs no weights)")
+    eng.add_argument("--device", default="cpu", help="torch device for --model: cpu, cuda, cuda:1 … (default cpu)")
+    eng.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                     help="network precision for --model (float16/bfloat16 need CUDA; default float32)")
+    eng.add_argument("--exact-letc", action="store_true",
+                     help="compute LETC with the per-event MLP (the official path; slow) instead of the lookup table")
+    eng.add_argument("--crop", action="store_true",
+                     help="crop NER-Net output back to the sensor size (the official output keeps the padding to "
+                          "multiples of 8; default off to match it)")
     eng.add_argument("--cutoff-hz", type=float, default=1.0,
                      help="complementary filter: high-pass cut-off in Hz (default 1.0)")
     eng.add_argument("--contrast", type=float, default=0.2,
@@ -106,8 +120,9 @@ def _policy(args, source):
     from .windowing import CountWindows, RledWindows, TimeWindows
 
     kind = args.windows
-    if kind == "auto":
-        kind = "time"  # the classical filter must see every event
+    neural = _engine_kind(args) != "complementary"
+    if kind == "auto":  # NER-Net: the RLED protocol when the file has it; the classical filter sees every event
+        kind = "rled" if neural and getattr(source, "event_indices", None) is not None else "time"
     if kind == "rled":
         if getattr(source, "event_indices", None) is None:
             raise LivenightError(f"--windows rled needs a recording with an 'event_indices' dataset; "
@@ -115,18 +130,40 @@ def _policy(args, source):
         return RledWindows(source.event_indices)
     if kind == "count":
         return CountWindows(args.window_events)
-    window_us = round(args.window_ms * 1000)
-    stride_us = round((args.stride_ms if args.stride_ms is not None else args.window_ms) * 1000)
+    window_ms = args.window_ms if args.window_ms is not None else (20.0 if neural else 40.0)
+    stride_ms = args.stride_ms if args.stride_ms is not None else (40.0 if neural else window_ms)
+    window_us, stride_us = round(window_ms * 1000), round(stride_ms * 1000)
     if window_us <= 0 or stride_us <= 0:
         raise LivenightError(f"--window-ms and --stride-ms must be positive (got {args.window_ms}, {args.stride_ms})")
     return TimeWindows(window_us, stride_us)
 
 
+def _engine_kind(args) -> str:
+    if args.engine != "auto":
+        if args.engine == "torch" and not args.model:
+            raise LivenightError("--engine torch needs --model FILE")
+        return args.engine
+    return "torch" if args.model else "complementary"
+
+
 def _engine(args, sensor_size):
+    if _engine_kind(args) == "torch":
+        from livenight.engines.torch_engine import open_model_engine
+
+        return open_model_engine(args.model, sensor_size, device=args.device, dtype=args.dtype,
+                                 exact_letc=args.exact_letc, crop=args.crop)
     from livenight.engines.complementary import ComplementaryFilterEngine
 
     return ComplementaryFilterEngine(sensor_size, cutoff_hz=args.cutoff_hz, contrast_on=args.contrast,
                                      contrast_off=args.contrast, log_range=args.log_range)
+
+
+def _max_gap_us(args, policy) -> int:
+    from .windowing import RledWindows
+
+    if args.max_gap_ms is not None:
+        return round(args.max_gap_ms * 1000)
+    return 2**62 if isinstance(policy, RledWindows) else 1_000_000
 
 
 def _has_display() -> bool:
@@ -163,7 +200,7 @@ def run_pipeline_command(args) -> int:
         with _engine(args, source.sensor_size) as engine:
             pipe = Pipeline(paced(source, speed) if speed > 0 else source, source.sensor_size, engine, policy,
                             sinks, live=speed > 0, reference=getattr(source, "frames", None),
-                            max_frames=args.max_frames, max_gap_us=round(args.max_gap_ms * 1000))
+                            max_frames=args.max_frames, max_gap_us=_max_gap_us(args, policy))
             total = _expected_frames(pipe, source, args.max_frames)
             with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
                 stats = pipe.run(progress=bar)

@@ -161,8 +161,11 @@ class DvsParams:
             photoreceptor time constant of a white surface equals ``tau_ref_us``.
         dark_current: photocurrent added to every pixel (limits contrast in the darkest areas).
         tau_ref_us: photoreceptor time constant at photocurrent 1.0; ``tau = tau_ref_us / I``.
-        ba_rate_hz: background-activity rate of a mid-grey (reflectance 0.5) pixel; a pixel with photocurrent
-            ``I`` fires at ``ba_rate_hz · min((I_grey / I) ** ba_dark_exponent, ba_max_factor)`` (ON/OFF 50/50).
+        ba_rate_hz: background-activity rate of a pixel whose photocurrent is ``ba_ref_current``; a pixel with
+            (mean) photocurrent ``I`` fires at ``ba_rate_hz · min((ba_ref_current / I) ** ba_dark_exponent,
+            ba_max_factor)`` noise events per second, half ON, half OFF: darker pixels and darker nights are noisier.
+        ba_ref_current: photocurrent at which the noise rate is ``ba_rate_hz`` (0.025: mid-grey at the default
+            illuminance).
         ba_dark_exponent: how fast the noise rate grows in darker pixels.
         ba_max_factor: cap of the dark-pixel noise rate, as a multiple of ``ba_rate_hz``.
         n_hot_pixels: number of hot pixels (fixed random positions).
@@ -181,6 +184,7 @@ class DvsParams:
     dark_current: float = 0.001
     tau_ref_us: float = 200.0
     ba_rate_hz: float = 0.3
+    ba_ref_current: float = 0.025
     ba_dark_exponent: float = 0.5
     ba_max_factor: float = 10.0
     n_hot_pixels: int = 4
@@ -192,7 +196,7 @@ class DvsParams:
     def __post_init__(self) -> None:
         o = "DvsParams"
         for name in ("threshold_on", "threshold_off", "threshold_min", "illuminance", "dark_current",
-                     "ba_max_factor", "max_step_px", "max_dlog_per_substep"):
+                     "ba_ref_current", "ba_max_factor", "max_step_px", "max_dlog_per_substep"):
             _check_positive(o, name, float(getattr(self, name)))
         for name in ("threshold_sigma", "refractory_us", "tau_ref_us", "ba_rate_hz", "ba_dark_exponent",
                      "hot_rate_hz"):
@@ -747,14 +751,31 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
     if not isinstance(dvs, DvsParams):
         raise TypeError(f"dvs must be a DvsParams (got {type(dvs).__name__})")
     _jit()
-
     t0_us = int(t0_us)
     duration_us = int(round(seconds * 1e6))
-    if duration_us < 1:
-        raise ValueError(f"seconds must be at least 1 µs (got {seconds!r})")
     ss_tex, ss_obj, ss_sensor, ss_noise = np.random.SeedSequence(int(seed)).spawn(4)
-    rng_sensor, rng_noise = np.random.default_rng(ss_sensor), np.random.default_rng(ss_noise)
     sc = _build_scene(width, height, scene, np.random.default_rng(ss_tex), np.random.default_rng(ss_obj))
+    events = _simulate_events(sc, dvs, duration_us, t0_us, np.random.default_rng(ss_sensor),
+                              np.random.default_rng(ss_noise), progress)
+
+    # ground truth: well-lit reflectance at each exposure midpoint
+    mid, end = _frame_times(t0_us, duration_us, fps, int(scene.gt_exposure_us))
+    frames = np.empty((len(mid), height, width), np.uint8)
+    for i, m in enumerate(mid):
+        r, _ = sc.render((int(m) - t0_us) * 1e-6)
+        frames[i] = np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8)
+    t = events["t"]
+    idx = np.stack([np.searchsorted(t, mid - RLED_HALF_WINDOW_US, "left"),
+                    np.searchsorted(t, mid + RLED_HALF_WINDOW_US, "left")], axis=1).astype(np.int64).reshape(-1, 2)
+    return SimResult(events=events, frames=frames, frame_mid_us=mid, frame_end_us=end, event_indices=idx,
+                     sensor_size=(width, height), t0_us=t0_us, duration_us=duration_us)
+
+
+def _simulate_events(sc: _Scene, dvs: DvsParams, duration_us: int, t0_us: int, rng_sensor: np.random.Generator,
+                     rng_noise: np.random.Generator, progress: bool = False) -> np.ndarray:
+    """Events of the sensor ``dvs`` looking at ``sc`` during ``[t0_us, t0_us + duration_us]``, time-sorted."""
+    _jit()
+    width, height = sc.width, sc.height
     n_pix = width * height
 
     # sensor: per-pixel thresholds, hot pixels
@@ -763,25 +784,24 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
     con, coff = con.astype(np.float32), coff.astype(np.float32)
     hot = rng_sensor.choice(n_pix, size=min(dvs.n_hot_pixels, n_pix), replace=False).astype(np.int64)
 
-    # time grid
+    # time grid: integer-µs steps, short enough that the fastest motion moves <= max_step_px per step
     step_us = int(dvs.max_step_us)
     if sc.max_speed_px_per_s > 0:
         step_us = min(step_us, int(dvs.max_step_px / sc.max_speed_px_per_s * 1e6))
     step_us = max(step_us, 10)
     n_steps = -(-duration_us // step_us)
     steps_per_chunk = max(1, _CHUNK_US // step_us)
+    # most events one pixel may emit per step; more crossings stay pending (the refractory period allows no more)
     cap = 64 if dvs.refractory_us <= 0 else int(min(64, math.ceil(step_us / dvs.refractory_us) + 2))
 
-    # state: steady state of the scene at t0
+    # state: the pixels start adapted to the scene at t0 (no start-up burst)
     r0, e0 = sc.render(0.0)
-    cur = (dvs.illuminance * r0.astype(np.float64) + e0 + dvs.dark_current).ravel()
-    lin = np.log(cur).astype(np.float32)
+    cur0 = (dvs.illuminance * r0.astype(np.float64) + e0 + dvs.dark_current).ravel()
+    lin = np.log(cur0).astype(np.float32)
     lf = lin.copy()
     lref = lin.copy()
-    cur = cur.astype(np.float32)
     tlast = np.full(n_pix, -1e18)
-    mean_cur = cur.copy()
-    cur_grey = dvs.illuminance * 0.5 + dvs.dark_current
+    mean_cur = cur0.astype(np.float32)
 
     # Pixels are cut into contiguous blocks run by a thread pool (the kernel releases the GIL). Each block's
     # events are kept in pixel order and blocks are concatenated in order, so the stream before the stable
@@ -795,7 +815,7 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
     free = list(range(n_workers))
 
     def run_block(b: int, k_args: tuple) -> list:
-        slot = free.pop()  # list.pop/append are atomic under the GIL
+        slot = free.pop()  # list.pop/append are atomic under the GIL; never more tasks running than buffers
         try:
             buf_t, buf_x, buf_y, buf_p = buffers[slot]
             out = []
@@ -828,8 +848,7 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
             else:
                 per_block = list(pool.map(run_block, range(n_blocks), [k_args] * n_blocks))
             parts = [part for block in per_block for part in block]
-            ta, tb = int(t_steps[0]), int(t_steps[-1])
-            parts.append(_noise(rng_noise, ta, tb, mean_cur, cur_grey, hot, width, dvs))
+            parts.append(_noise(rng_noise, int(t_steps[0]), int(t_steps[-1]), mean_cur, hot, width, dvs))
             chunk = _pack(parts)
             chunks.append(chunk[np.argsort(chunk["t"], kind="stable")])
             if bar is not None:
@@ -839,19 +858,7 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
             pool.shutdown()
         if bar is not None:
             bar.close()
-    events = np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
-
-    # ground truth: well-lit reflectance at each exposure midpoint
-    mid, end = _frame_times(t0_us, duration_us, fps, int(scene.gt_exposure_us))
-    frames = np.empty((len(mid), height, width), np.uint8)
-    for i, m in enumerate(mid):
-        r, _ = sc.render((int(m) - t0_us) * 1e-6)
-        frames[i] = np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8)
-    t = events["t"]
-    idx = np.stack([np.searchsorted(t, mid - RLED_HALF_WINDOW_US, "left"),
-                    np.searchsorted(t, mid + RLED_HALF_WINDOW_US, "left")], axis=1).astype(np.int64).reshape(-1, 2)
-    return SimResult(events=events, frames=frames, frame_mid_us=mid, frame_end_us=end, event_indices=idx,
-                     sensor_size=(width, height), t0_us=t0_us, duration_us=duration_us)
+    return np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
 
 
 def _n_workers() -> int:
@@ -863,14 +870,15 @@ def _n_workers() -> int:
     return max(1, min(8, n))
 
 
-def _noise(rng: np.random.Generator, ta: int, tb: int, mean_cur: np.ndarray, cur_grey: float, hot: np.ndarray,
-           width: int, dvs: DvsParams):
+def _noise(rng: np.random.Generator, ta: int, tb: int, mean_cur: np.ndarray, hot: np.ndarray, width: int,
+           dvs: DvsParams):
     """Background activity and hot-pixel events in [ta, tb) as (t, x, y, p) columns (unsorted)."""
     dur_s = (tb - ta) * 1e-6
     if dur_s <= 0:
         z = np.empty(0, np.int64)
         return z, z.astype(np.uint16), z.astype(np.uint16), z.astype(np.uint8)
-    factor = np.minimum((cur_grey / mean_cur.astype(np.float64)) ** dvs.ba_dark_exponent, dvs.ba_max_factor)
+    factor = np.minimum((dvs.ba_ref_current / mean_cur.astype(np.float64)) ** dvs.ba_dark_exponent,
+                        dvs.ba_max_factor)
     lam = dvs.ba_rate_hz * dur_s * factor
     total = float(lam.sum())
     # superposition: a Poisson total, spread over pixels in proportion to their rates

@@ -7,6 +7,7 @@ malformed and foreign-writer layouts (formats.md §4).
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -340,16 +341,24 @@ def test_sensor_resolution_absent_is_inferred_with_a_warning(tmp_path):
     c["x"][17] = 239
     c["y"][18] = 199
     path = write_raw(tmp_path / "noattr.h5", **c, attrs={})
-    with pytest.warns(UserWarning, match=r"noattr.h5: no sensor_resolution.*inferred 240x200") as rec:
+    with pytest.warns(UserWarning, match=r"noattr.h5: no sensor_resolution.*inferred 240x200"):
         f = RledFile(path)
-    # stacklevel: the warning is attributed to the line that opened the file, not to livenight's internals
-    assert [Path(w.filename).name for w in rec] == [Path(__file__).name]
     with f:
         assert f.sensor_size == (240, 200)
+        assert f.read_events(0, 100).size == 100
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an explicit size needs no inference
         with RledFile(path, sensor_size=(W, H)) as f:
             assert f.sensor_size == (W, H)
+
+
+def test_inferred_size_warning_points_at_the_caller(tmp_path):
+    """``stacklevel`` should attribute the warning to the line that opened the file, not to rled.py."""
+    c = simple_columns(100)
+    path = write_raw(tmp_path / "noattr.h5", **c, attrs={})
+    with pytest.warns(UserWarning, match="inferred 100x100") as rec:
+        RledFile(path).close()
+    assert [Path(w.filename).name for w in rec] == [Path(__file__).name]
 
 
 # ---------------------------------------------------------------------------- trap 3: polarity
@@ -383,9 +392,18 @@ def test_polarity_value_2_names_the_value_and_file(tmp_path):
         with RledSource(path) as src:
             list(src)
     msg = str(ei.value)
-    assert "p2.h5" in msg and "events/ps" in msg
-    # the offending value as a user reads it: "got 2", not a numpy repr such as "got np.int8(2)"
-    assert "(got 2)" in msg, msg
+    assert str(path) in msg and "events/ps" in msg and "expected bool, 0/1 or -1/+1" in msg
+    assert re.search(r"got [^)]*\b2\b", msg), msg  # the offending value is named
+
+
+def test_polarity_error_shows_the_value_plainly(tmp_path):
+    """The value as a user reads it, "(got 2)", not a NumPy repr such as "(got np.int8(2))"."""
+    c = simple_columns(10)
+    c["p"] = np.array([0, 1, 1, 0, 2, 1, 0, 0, 1, 1])
+    path = write_raw(tmp_path / "p2.h5", **c, dtypes=(np.int16, np.int16, np.float64, np.int8))
+    with pytest.raises(SourceError) as ei:
+        RledFile(path).read_events(0, 10)
+    assert "(got 2)" in str(ei.value), str(ei.value)
 
 
 def test_polarity_mixing_encodings_across_chunks_is_an_error(tmp_path):
@@ -496,7 +514,7 @@ def test_unsorted_timestamps_give_the_event_index(tmp_path, bad_index, chunk):
             list(src)
     msg = str(ei.value)
     assert str(path) in msg
-    assert f"timestamps not sorted at" in msg and f"index {bad_index}:" in msg
+    assert "timestamps not sorted at" in msg and f"index {bad_index}:" in msg
     assert f"t={int(c['t'][bad_index])} µs" in msg
 
 
