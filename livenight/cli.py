@@ -191,6 +191,8 @@ def run_pipeline_command(args) -> int:
         print("livenight: the live viewer is not part of this version; running headless", file=sys.stderr)
         gui = False
     speed = args.speed if args.speed is not None else (1.0 if gui else 0.0)
+    if speed < 0:
+        raise LivenightError(f"--speed must be >= 0 (0 = as fast as possible; got {speed:g})")
     options = {"ts_unit": args.ts_unit} if Path(args.replay).suffix.lower() in (".h5", ".hdf5") else {}
     with open_source(args.replay, **options) as source:
         policy = _policy(args, source)

@@ -54,7 +54,7 @@ def polarity_to_on(p: np.ndarray, what: str = "polarity") -> np.ndarray:
     if lo >= -1 and hi <= 1 and not np.any(p == 0):
         return (p > 0).astype(np.uint8)
     bad = p[(p != 0) & (p != 1) & (p != -1)]
-    bad_value = bad[0] if bad.size else "a mix of 0 and -1"
+    bad_value = bad[0].item() if bad.size else "a mix of 0 and -1"
     raise SourceError(f"{what}: expected bool, 0/1 or -1/+1 values (got {bad_value!r})")
 
 

@@ -644,6 +644,19 @@ class _Scene:
         return r, e
 
 
+def _texture_scene(tex: np.ndarray, width: int, height: int, cam_vel_px_per_s: tuple[float, float] = (0.0, 0.0),
+                   cam_start: tuple[float, float] = (0.0, 0.0)) -> _Scene:
+    """A scene made of a given periodic reflectance texture only (no cars): for tests and studies."""
+    tex = np.asarray(tex, dtype=np.float32)
+    ht, wt = tex.shape
+    tex_ext = np.pad(tex, ((0, height + 1), (0, width + 1)), mode="wrap")
+    no_sprite = np.zeros((0, 2, 2), np.float32)
+    none = np.zeros(0)
+    vel = (float(cam_vel_px_per_s[0]), float(cam_vel_px_per_s[1]))
+    return _Scene(width, height, tex_ext, (ht, wt), (float(cam_start[0]), float(cam_start[1])), vel, no_sprite,
+                  no_sprite, no_sprite, none, none, none, none, none, none, float(math.hypot(*vel)))
+
+
 def _build_scene(width: int, height: int, scene: NightScene, rng_tex: np.random.Generator,
                  rng_obj: np.random.Generator) -> _Scene:
     scale = scene.feature_scale if scene.feature_scale is not None else min(width, height) / _REF_SIDE_PX

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -299,10 +300,15 @@ def _run_threads(producer, consumer):
                 errors.append(e)
         return run
 
-    th = threading.Thread(target=wrap(producer), daemon=True)
-    th.start()
-    wrap(consumer)()
-    th.join(THREAD_DEADLINE_S)
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, also in the middle of push / read_index
+    try:
+        th = threading.Thread(target=wrap(producer), daemon=True)
+        th.start()
+        wrap(consumer)()
+        th.join(THREAD_DEADLINE_S)
+    finally:
+        sys.setswitchinterval(old_interval)
     assert not th.is_alive(), "producer thread did not finish"
     if errors:
         raise errors[0]

@@ -281,10 +281,13 @@ def test_ts_in_microseconds_is_detected(tmp_path, dtype):
 
 
 def test_ts_unit_override(tmp_path):
-    # µs values spanning only 5 ms: auto-detection takes them for seconds (documented rule: span > 10 ms)
+    # integral µs values spanning only 5 ms are still µs (integral values never mean seconds) ...
     c = simple_columns(50, t0=3_000_000, step=100)
     path = write_raw(tmp_path / "short.h5", **c)
     with RledFile(path) as f:
+        assert f.ts_unit == "us"
+        assert f.t_first_us == 3_000_000
+    with RledFile(path, ts_unit="s") as f:  # ... unless the user says so
         assert f.ts_unit == "s"
         assert f.t_first_us == 3_000_000 * 1_000_000
     with RledFile(path, ts_unit="us") as f:

@@ -220,6 +220,23 @@ def test_gaps_between_windows_are_not_counted_as_drops(make_events, policy, capa
     assert ring.dropped_events == 0
 
 
+def test_overwritten_events_a_later_overlapping_window_needs_are_drops(make_events):
+    ref = make_events(1600, seed=18)
+    ring = EventRing(1100)
+    w = Windower(CountWindows(1000, 250), ring)
+    ring.push(ref[:1000])
+    (win,) = w.poll()
+    assert np.array_equal(win.events, ref[:1000])
+    assert ring.unreleased == 750  # window 1 starts at 250: only 0..249 are released
+    ring.push(ref[1000:1600])  # overwrites 0..499
+    assert ring.dropped_events == 250  # 250..499 were still needed
+    wins = w.poll()
+    assert [x.index for x in wins] == [1, 2]
+    assert (wins[0].i0, wins[0].i1) == (250, 1250)
+    assert np.array_equal(wins[0].events, ref[500:1250])  # what is left of window 1
+    assert np.array_equal(wins[1].events, ref[500:1500])
+
+
 # ---------------------------------------------------------------------------------------------- RLED windows
 def _rled_indices(n_events: int, n_images: int, half: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
