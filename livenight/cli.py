@@ -26,7 +26,7 @@ commands:
   livenight demo                      simulate a short night clip and reconstruct it (no downloads)
   livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
   livenight info FILE                 describe a recording
-  livenight bench ring                ring-buffer ingest benchmark
+  livenight bench ring|letc           benchmarks (ring-buffer ingest; LETC lookup table vs exact MLP)
 Run 'livenight COMMAND --help' for a command's options.
 """
 
@@ -310,18 +310,25 @@ def run_info(args) -> int:
 def _bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livenight bench", description="Benchmarks; each prints ratios against a "
                                                                     "baseline measured in the same run.")
-    p.add_argument("what", choices=("ring",), help="ring: sustained ingest into the event ring buffer")
+    p.add_argument("what", choices=("ring", "letc"),
+                   help="ring: sustained ingest into the event ring buffer; letc: NER-Net's LETC lookup table vs "
+                        "the exact per-event MLP")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement (default 3)")
     p.add_argument("--packet-events", type=_positive_int, default=10_000, help="events per packet (default 10000)")
     p.add_argument("--capacity", type=_positive_int, default=1 << 22, help="ring capacity in events (default 4194304)")
+    p.add_argument("--events", type=_positive_int, default=1_000_000, help="letc: events per window (default 1000000)")
+    p.add_argument("--size", type=_size, default=(1280, 720), help="letc: sensor WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
 
 def run_bench(args) -> int:
-    from .bench import bench_ring
+    from .bench import bench_letc, bench_ring
 
-    bench_ring(seconds=args.seconds, packet_events=args.packet_events, capacity=args.capacity)
+    if args.what == "letc":
+        bench_letc(n_events=args.events, size=args.size)
+    else:
+        bench_ring(seconds=args.seconds, packet_events=args.packet_events, capacity=args.capacity)
     return 0
 
 

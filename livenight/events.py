@@ -48,6 +48,9 @@ def polarity_to_on(p: np.ndarray, what: str = "polarity") -> np.ndarray:
         return p.astype(np.uint8)
     if p.size == 0:
         return p.astype(np.uint8)
+    if p.dtype.kind == "f" and not np.all(p == np.trunc(p)):
+        bad = p[p != np.trunc(p)]
+        raise SourceError(f"{what}: expected bool, 0/1 or -1/+1 values (got {bad[0].item()!r})")
     lo, hi = p.min(), p.max()
     if lo >= 0 and hi <= 1:
         return p.astype(np.uint8)

@@ -45,7 +45,8 @@ class EventRing:
         self._head = 0  # producer: one past the newest readable event
         self._reserved = 0  # producer: one past the newest event being written (>= _head)
         self._floor = 0  # lowest index ever stored in the current storage (see grow)
-        self._released = 0  # consumer: events below this index are no longer needed
+        self._released = 0  # consumer: events below this index are no longer needed (may be ahead of head)
+        self._released_t = np.iinfo(np.int64).min  # consumer: events before this time are no longer needed
         self._dropped = 0  # written by the producer only
         self._last_t = np.iinfo(np.int64).min
         self.t_end_us: int | None = None  # producer: the end of the newest packet's time range
@@ -87,6 +88,11 @@ class EventRing:
         """How many stored, not-yet-released events writing up to ``new_head`` overwrites."""
         lo = max(old_head - cap, self._released, self._floor)
         hi = min(new_head - cap, old_head)
+        if hi <= lo:
+            return 0
+        released_t = self._released_t
+        if released_t > np.iinfo(np.int64).min:  # events older than the release time are not needed either
+            lo = max(lo, min(hi, self._index_at_time_in(released_t, lo, hi)))
         return max(0, hi - lo)
 
     def grow(self, capacity: int) -> None:
@@ -111,7 +117,10 @@ class EventRing:
     @property
     def unreleased(self) -> int:
         """Events pushed but not yet released by the consumer."""
-        return self._head - max(self._released, self.oldest)
+        lo = max(self._released, self.oldest)
+        if self._released_t > np.iinfo(np.int64).min:
+            lo = max(lo, self.index_at_time(self._released_t))
+        return max(0, self._head - lo)
 
     @property
     def head(self) -> int:
@@ -145,9 +154,14 @@ class EventRing:
         return int(self._t[self.oldest % self.capacity])
 
     def release(self, index: int) -> None:
-        """Mark events below global ``index`` as consumed."""
+        """Mark events below global ``index`` as no longer needed (``index`` may lie ahead of ``head``)."""
         if index > self._released:
-            self._released = min(int(index), self._head)
+            self._released = int(index)
+
+    def release_time(self, t_us: int) -> None:
+        """Mark events with ``t < t_us`` as no longer needed, including ones not pushed yet."""
+        if t_us > self._released_t:
+            self._released_t = int(t_us)
 
     def read_index(self, i0: int, i1: int) -> np.ndarray:
         """Copy of events with global indices ``[i0, i1)``; the part already overwritten is left out."""
@@ -168,7 +182,9 @@ class EventRing:
 
     def index_at_time(self, t_us: int) -> int:
         """Global index of the first stored event with ``t >= t_us`` (clamped to the stored range)."""
-        lo, hi = self.oldest, self._head
+        return self._index_at_time_in(t_us, self.oldest, self._head)
+
+    def _index_at_time_in(self, t_us: int, lo: int, hi: int) -> int:
         if hi <= lo:
             return hi
         cap = self.capacity

@@ -34,8 +34,12 @@ The scene is sampled on sub-steps of at most ``DvsParams.max_step_us`` (1 ms), s
 moves at most ``DvsParams.max_step_px`` pixels per step. Inside a step each pixel further splits the step when
 its log input changes by more than ``max_dlog_per_substep``. The numba kernel loops pixel-major over chunks of
 ~20 ms (state stays in registers), then each chunk's events are merged with the noise and stably sorted by time.
-All randomness comes from ``np.random.default_rng`` streams spawned from the seed, so a seed gives bit-identical
-events and frames; nothing depends on thread timing (the kernel is single-threaded).
+Blocks of pixels run on a small thread pool (the kernel releases the GIL); their events are joined in pixel order
+before the sort, so the output does not depend on the number of threads. All randomness comes from
+``np.random.default_rng`` streams spawned from the seed: a seed gives bit-identical events and frames.
+
+Speed (2-core AMD EPYC VM, default parameters): about 1 simulated second per wall second at 346×260
+(~0.8 M events/s), ~0.1 at 1280×720 (~3.5 M events/s); ~10–18 ns of CPU per pixel and sub-step.
 
 Ground truth (RLED protocol)
 ----------------------------
@@ -53,7 +57,7 @@ Example:
     ((5, 48, 64), ('t', 'x', 'y', 'p'))
 
 numba is imported on first use (``import livenight.simulate`` stays cheap); kernels are compiled with
-``cache=True``, so only the first run on a machine pays the compile time (~10 s).
+``cache=True``, so only the first run on a machine pays the compile time (a few seconds).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
@@ -76,6 +81,8 @@ __all__ = ["NightScene", "DvsParams", "SimResult", "simulate_night", "write_nigh
 RLED_HALF_WINDOW_US = 10_000
 #: Duration of one kernel call / one noise draw; events are sorted chunk by chunk.
 _CHUNK_US = 20_000
+#: Smallest per-thread event buffer of the kernel (it returns early and is resumed when the buffer fills).
+_MIN_BUFFER_EVENTS = 1 << 16
 #: Reference size: texture features and car sizes scale with min(width, height) / 260 (DAVIS346 height).
 _REF_SIDE_PX = 260.0
 
@@ -443,18 +450,20 @@ def _trace_kernel(log_in, cur_in, t_us, con, coff, refr, tau_ref, max_dlog, cap,
 _JIT_NAMES = (("_scene_at", True), ("_advance_pixel", True), ("_chunk_kernel", False), ("_render_kernel", False),
               ("_trace_kernel", False))
 _jitted = False
+_jit_lock = threading.Lock()
 
 
 def _jit() -> None:
     """Compile the kernels (numba, cached on disk) the first time the simulator runs."""
     global _jitted
-    if _jitted:
-        return
-    numba = require("numba", "the night event simulator (livenight.simulate)")
-    g = globals()
-    for name, inline in _JIT_NAMES:
-        g[name] = numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(g[name])
-    _jitted = True
+    with _jit_lock:
+        if _jitted:
+            return
+        numba = require("numba", "the night event simulator (livenight.simulate)")
+        g = globals()
+        for name, inline in _JIT_NAMES:
+            g[name] = numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(g[name])
+        _jitted = True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -810,7 +819,7 @@ def _simulate_events(sc: _Scene, dvs: DvsParams, duration_us: int, t0_us: int, r
     # state: the pixels start adapted to the scene at t0 (no start-up burst)
     r0, e0 = sc.render(0.0)
     cur0 = (dvs.illuminance * r0.astype(np.float64) + e0 + dvs.dark_current).ravel()
-    lin = np.log(cur0).astype(np.float32)
+    lin = np.log(cur0)  # float64 state: no rounding between chunks
     lf = lin.copy()
     lref = lin.copy()
     tlast = np.full(n_pix, -1e18)
@@ -822,7 +831,7 @@ def _simulate_events(sc: _Scene, dvs: DvsParams, duration_us: int, t0_us: int, r
     n_workers = _n_workers()
     n_blocks = min(n_pix, 4 * n_workers)
     bounds = np.linspace(0, n_pix, n_blocks + 1).round().astype(np.int64)
-    capacity = max(1 << 16, 4 * steps_per_chunk * cap)
+    capacity = max(_MIN_BUFFER_EVENTS, 4 * steps_per_chunk * cap)
     buffers = [(np.empty(capacity, np.int64), np.empty(capacity, np.uint16), np.empty(capacity, np.uint16),
                 np.empty(capacity, np.uint8)) for _ in range(n_workers)]
     free = list(range(n_workers))

@@ -160,7 +160,8 @@ class Windower:
         if isinstance(p, TimeWindows):
             t0, t1 = p.bounds(k, self.origin_us)
             events, i0, i1 = ring.read_time(t0, t1)
-            next_start = ring.index_at_time(p.bounds(k + 1, self.origin_us)[0])
+            ring.release_time(p.bounds(k + 1, self.origin_us)[0])
+            next_start = i0
         elif isinstance(p, CountWindows):
             i0 = k * p.step
             i1 = i0 + p.count
@@ -177,10 +178,13 @@ class Windower:
         ring.release(next_start)  # nothing before the next window's start is needed again
         reset = self._reset_pending
         if events.size:
-            first = int(events["t"][0])
+            t = events["t"]
+            first = int(t[0])
             if self._last_event_t is not None and first - self._last_event_t > self.max_gap_us:
-                reset = True
-            self._last_event_t = int(events["t"][-1])
+                reset = True  # the scene the state holds is gone
+            elif t.size > 1 and int((t[1:] - t[:-1]).max()) > self.max_gap_us:
+                reset = True  # a gap inside the window (possible with count / RLED windows)
+            self._last_event_t = int(t[-1])
         self._reset_pending = False
         return Window(k, t0, t1, events, reset, skipped, i0, i1)
 
