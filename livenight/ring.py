@@ -63,7 +63,11 @@ class EventRing:
             head = self._head
             skip = max(0, n - cap)
             if skip:  # an oversized packet: its oldest `skip` events are never stored
-                self._dropped += skip
+                needed = events[:skip]
+                first_needed = max(0, self._released - head)  # index release may lie ahead of head
+                if self._released_t > np.iinfo(np.int64).min:
+                    first_needed = max(first_needed, int(np.searchsorted(needed["t"], self._released_t, "left")))
+                self._dropped += max(0, skip - first_needed)
                 events = events[skip:]
                 n = cap
             new_head = head + skip + n
@@ -142,6 +146,8 @@ class EventRing:
         """Time span of the stored, unreleased events (0 when empty)."""
         head = self._head
         lo = max(self._released, self.oldest)
+        if self._released_t > np.iinfo(np.int64).min:
+            lo = max(lo, self.index_at_time(self._released_t))
         if head <= lo:
             return 0
         return int(self._t[(head - 1) % self.capacity] - self._t[lo % self.capacity])

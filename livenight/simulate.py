@@ -251,8 +251,8 @@ class SimResult:
 # each other find the compiled versions through the module globals. cache=True keeps compile cost to one run.
 
 
-def _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y):
-    """Reflectance and emission seen by pixel (x, y) at step k: bilinear texture sample + cars on top."""
+def _texture_at(x, y, k, tex, oxi, oyi, fx, fy):
+    """Reflectance of the panning texture at pixel (x, y), step k: bilinear sample at a sub-pixel shift."""
     ty = y + oyi[k]
     tx = x + oxi[k]
     gx = fx[k]
@@ -263,7 +263,12 @@ def _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h
     t11 = tex[ty + 1, tx + 1]
     top = t00 + gx * (t01 - t00)
     bot = t10 + gx * (t11 - t10)
-    r = top + gy * (bot - top)
+    return top + gy * (bot - top)
+
+
+def _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y):
+    """Reflectance and emission seen by pixel (x, y) at step k: bilinear texture sample + cars on top."""
+    r = _texture_at(x, y, k, tex, oxi, oyi, fx, fy)
     e = 0.0
     for j in range(spr_w.shape[0]):
         u = x - obj_x[k, j] + 1.0  # sprite arrays carry a 1-pixel zero border
@@ -373,12 +378,22 @@ def _chunk_kernel(p_start, p_end, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, s
                   lf, lref, tlast, lin, con, coff, mean_cur, ev_t, ev_x, ev_y, ev_p, n):
     """Simulate all steps of one chunk for the flat pixel indices ``[p_start, p_end)``, pixel by pixel.
 
+    Pixels that no car touches during the chunk (outside the cars' bounding boxes over all its steps) sample the
+    texture alone, which skips the per-car tests.
+
     Returns ``(p_next, n)``: ``p_next < p_end`` when the event buffers are nearly full (the caller drains them
     and calls again from ``p_next``). Per-pixel state arrays are updated in place, only inside the range, so
     disjoint ranges can run concurrently (the kernel releases the GIL).
     """
     n_steps = oxi.shape[0]
     capacity = ev_t.shape[0]
+    n_obj = spr_w.shape[0]
+    box = np.empty((n_obj, 4))  # x0, x1, y0, y1 of each car over the chunk
+    for j in range(n_obj):
+        box[j, 0] = obj_x[:, j].min() - 1.0
+        box[j, 1] = obj_x[:, j].max() + spr_w[j] + 1.0
+        box[j, 2] = obj_y[:, j].min() - 1.0
+        box[j, 3] = obj_y[:, j].max() + spr_h[j] + 1.0
     for p in range(p_start, p_end):
         if n + n_steps * cap > capacity:
             return p, n
@@ -390,10 +405,17 @@ def _chunk_kernel(p_start, p_end, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, s
         s_lin = np.float64(lin[p])
         s_con = np.float64(con[p])
         s_coff = np.float64(coff[p])
+        near_car = False
+        for j in range(n_obj):
+            if box[j, 0] <= x <= box[j, 1] and box[j, 2] <= y <= box[j, 3]:
+                near_car = True
         acc = 0.0
         for k in range(n_steps):
-            r, e = _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y)
-            c1 = illum * r + e + dark
+            if near_car:
+                r, e = _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y)
+                c1 = illum * r + e + dark
+            else:
+                c1 = illum * _texture_at(x, y, k, tex, oxi, oyi, fx, fy) + dark
             l1 = math.log(c1)
             acc += c1
             if abs(l1 - s_lin) <= max_dlog:
@@ -447,8 +469,8 @@ def _trace_kernel(log_in, cur_in, t_us, con, coff, refr, tau_ref, max_dlog, cap,
 
 #: (name, inline): helpers are inlined at numba-IR level; called as real functions, the array arguments would be
 #: reference-counted on every call (atomic operations), costing ~100 ns per pixel and step.
-_JIT_NAMES = (("_scene_at", True), ("_advance_pixel", True), ("_chunk_kernel", False), ("_render_kernel", False),
-              ("_trace_kernel", False))
+_JIT_NAMES = (("_texture_at", True), ("_scene_at", True), ("_advance_pixel", True), ("_chunk_kernel", False),
+              ("_render_kernel", False), ("_trace_kernel", False))
 _jitted = False
 _jit_lock = threading.Lock()
 

@@ -77,12 +77,12 @@ def test_unreleased_backlog_and_first_t(make_events):
     assert ring.first_t_us == 1000  # released events stay readable until overwritten
     ring.release(10)  # release never moves backwards
     assert ring.unreleased == 50
-    ring.release(10**9)  # clamps to what was pushed
+    ring.release(80)
     assert ring.unreleased == 0 and ring.backlog_us == 0
     more = make_events(60, rate_ev_per_s=1e4, seed=1, t0_us=int(ev["t"][-1]) + 5)
     ring.push(more)
-    # release(10**9) was clamped to head=80 at the time: the 60 new events are unreleased
     assert ring.unreleased == 60
+    assert ring.backlog_us == int(more["t"][-1] - more["t"][0])
     assert ring.oldest == 40 and ring.first_t_us == int(ev["t"][40])
     assert ring.dropped_events == 0  # only released events were overwritten
 
@@ -183,16 +183,73 @@ def test_overwriting_released_events_is_not_a_drop(make_events, capacity, first,
     _assert_same(ring.read_index(0, first + second), ref[first + second - keep:])
 
 
-def test_release_is_clamped_to_what_was_pushed(make_events):
-    ref = make_events(350, rate_ev_per_s=1e5, seed=6)
+def _regular(n: int, t0: int = 0, dt: int = 10) -> np.ndarray:
+    ev = np.zeros(n, dtype=EVENT_DTYPE)
+    ev["t"] = t0 + dt * np.arange(n)
+    ev["x"] = np.arange(n) % 346
+    ev["p"] = np.arange(n) % 2
+    return ev
+
+
+def test_release_may_lie_ahead_of_head():
+    ref = _regular(270)
     ring = EventRing(100)
     ring.push(ref[:50])
-    ring.release(10**9)  # becomes 50, not "everything forever"
-    ring.push(ref[50:250])  # oversized: 100 never stored; the old 50 were released
+    ring.release(120)  # the consumer will not need events 0..119, pushed or not
+    assert ring.unreleased == 0 and ring.backlog_us == 0
+    ring.push(ref[50:110])  # overwrites 0..9
+    ring.push(ref[110:170])  # overwrites 10..69
+    assert ring.dropped_events == 0
+    assert ring.unreleased == 50  # 120..169
+    assert ring.backlog_us == int(ref["t"][169] - ref["t"][120])
+    ring.push(ref[170:270])  # overwrites 70..169: 120..169 were still needed
+    assert ring.dropped_events == 50
+    _assert_same(ring.read_index(0, 270), ref[170:270])
+
+
+def test_release_time_covers_events_not_pushed_yet():
+    ref = _regular(350)  # t = 0, 10, 20, ...
+    ring = EventRing(100)
+    ring.release_time(int(ref["t"][150]))  # events with t < 1500 are not needed
+    for a in range(0, 250, 50):
+        ring.push(ref[a:a + 50])  # overwrites 0..149
+    assert ring.dropped_events == 0
+    assert ring.unreleased == 100  # 150..249
+    ring.push(ref[250:350])  # overwrites 150..249, all still needed
     assert ring.dropped_events == 100
-    ring.push(ref[250:350])  # overwrites 100 stored, unreleased events
-    assert ring.dropped_events == 200
     _assert_same(ring.read_index(0, 350), ref[250:350])
+    ring.release_time(int(ref["t"][300]) + 1)
+    assert ring.unreleased == 49
+
+
+def test_backlog_counts_only_what_is_not_released_by_time():
+    """backlog_us is the time span of the unreleased events, whichever way they were released."""
+    ref = _regular(100)  # t = 0 .. 990
+    ring = EventRing(1000)
+    ring.push(ref)
+    assert ring.backlog_us == 990
+    ring.release_time(500)
+    assert ring.unreleased == 50  # 50..99
+    assert ring.backlog_us == 990 - 500
+    ring.release_time(995)
+    assert ring.unreleased == 0
+    assert ring.backlog_us == 0
+
+
+@pytest.mark.parametrize("how", ["index", "time"])
+def test_oversized_packet_of_released_events_is_not_a_drop(how):
+    """ "Events overwritten (or never stored) before the consumer released them" are drops: released ones are not."""
+    ref = _regular(2600)
+    ring = EventRing(1000)
+    ring.push(ref[:100])
+    if how == "index":
+        ring.release(2000)
+    else:
+        ring.release_time(int(ref["t"][2000]))
+    ring.push(ref[100:2600])  # oversized: 100..1599 are never stored, and all of them were released
+    _assert_same(ring.read_index(0, 2600), ref[1600:])
+    assert ring.unreleased == 600
+    assert ring.dropped_events == 0
 
 
 # ---------------------------------------------------------------------------------------------- time slicing
@@ -402,3 +459,31 @@ def test_overflow_with_a_producer_thread_returns_only_true_events(make_events):
     assert missed > 0, "the test did not overflow the ring"
     # every event the consumer did not get was counted; an event can only be counted once
     assert missed <= ring.dropped_events <= len(ref) - capacity
+
+
+def test_reads_racing_the_producer_never_return_overwritten_events():
+    """The consumer reads the oldest stored events, exactly the ones the producer overwrites next."""
+    n, capacity = 2_000_000, 2000
+    ref = _regular(n, dt=1)  # t is the global index
+    ring = EventRing(capacity)
+    done = threading.Event()
+    stats = {"reads": 0, "bad": 0}
+
+    def producer():
+        for a in range(0, n, 500):
+            ring.push(ref[a:a + 500])
+        done.set()
+
+    def consumer():
+        deadline = time.monotonic() + THREAD_DEADLINE_S
+        while not done.is_set() and time.monotonic() < deadline:
+            head = ring.head
+            ev = ring.read_index(0, head)
+            stats["reads"] += 1
+            if not np.array_equal(ev["t"], np.arange(head - ev.shape[0], head)):
+                stats["bad"] += 1
+
+    _run_threads(producer, consumer)
+    assert stats["reads"] > 50
+    assert stats["bad"] == 0, f"{stats['bad']} of {stats['reads']} reads returned overwritten events"
+    assert ring.dropped_events == n - capacity  # nothing was ever released
