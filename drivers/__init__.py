@@ -15,9 +15,21 @@ from livenight.errors import MissingDependencyError, SourceNotFoundError, Unknow
 from .base import Source as Source
 
 #: key -> (target "module:Class", install hint). Keys: URI schemes, camera names and file extensions.
+_DAVIS = ("livenight.drivers.davis:DavisSource", "pip install 'livenight[davis]'")
+_PROPHESEE = ("livenight.drivers.prophesee:PropheseeSource",
+              "install the Metavision SDK (a vendor install, not on PyPI) or pip install neuromorphic-drivers")
 _KNOWN: dict[str, tuple[str, str]] = {
+    ".aedat4": ("livenight.drivers.aedat4:Aedat4Source", "pip install 'livenight[davis]'"),
+    ".dat": ("livenight.drivers.prophesee_raw:DatSource", ""),
     ".h5": ("livenight.drivers.rled:RledSource", ""),
     ".hdf5": ("livenight.drivers.rled:RledSource", ""),
+    ".raw": ("livenight.drivers.prophesee_raw:PropheseeRawSource", ""),
+    "davis346": _DAVIS,
+    "davis://": _DAVIS,
+    "dvxplorer": _DAVIS,
+    "evk4": _PROPHESEE,
+    "prophesee://": _PROPHESEE,
+    "tcp://": ("livenight.drivers.network:NetworkSource", "pip install 'livenight[davis]'"),
 }
 assert list(_KNOWN) == sorted(_KNOWN), "keep the driver table sorted"
 

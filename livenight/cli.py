@@ -22,7 +22,8 @@ DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
 
 commands:
-  livenight --replay FILE [options]   reconstruct a recording (RLED .h5)
+  livenight --replay FILE [options]   reconstruct a recording (.h5 RLED, .aedat4, .raw, .dat)
+  livenight --camera NAME [options]   reconstruct live (davis346, evk4, tcp://HOST:PORT, …)
   livenight demo                      simulate a short night clip and reconstruct it (no downloads)
   livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
   livenight info FILE                 describe a recording
@@ -109,8 +110,11 @@ def _run_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"livenight {__version__}")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--replay", metavar="FILE", help="recording to replay: .h5/.hdf5 (RLED layout)")
-    src.add_argument("--camera", metavar="NAME", help="live camera by name or URI")
+    src.add_argument("--replay", metavar="FILE",
+                     help="recording to replay: .h5/.hdf5 (RLED layout), .aedat4 (iniVation), .raw (Prophesee "
+                          "EVT 2.0/2.1/3.0), .dat (Prophesee DAT)")
+    src.add_argument("--camera", metavar="NAME",
+                     help="live source: davis346, dvxplorer, davis://SERIAL, evk4, prophesee://SERIAL, tcp://HOST:PORT")
     _add_run_options(p)
     return p
 
@@ -179,11 +183,7 @@ def run_pipeline_command(args) -> int:
     from .pipeline import Pipeline
     from .sinks import PngSink
 
-    if args.camera:
-        from livenight.drivers import known_sources
-
-        raise LivenightError(f"no camera driver is installed for {args.camera!r} in this version "
-                             f"(known sources: {', '.join(known_sources())})")
+    uri = args.replay or args.camera
     gui = not args.no_gui and _has_display()
     if not args.no_gui and not _has_display() and not args.out:
         print("livenight: no display found; running headless (use --out DIR to write frames)", file=sys.stderr)
@@ -193,16 +193,18 @@ def run_pipeline_command(args) -> int:
     speed = args.speed if args.speed is not None else (1.0 if gui else 0.0)
     if speed < 0:
         raise LivenightError(f"--speed must be >= 0 (0 = as fast as possible; got {speed:g})")
-    options = {"ts_unit": args.ts_unit} if Path(args.replay).suffix.lower() in (".h5", ".hdf5") else {}
-    with open_source(args.replay, **options) as source:
+    options = {"ts_unit": args.ts_unit} if Path(uri).suffix.lower() in (".h5", ".hdf5") else {}
+    with open_source(uri, **options) as source:
+        live = bool(getattr(source, "is_live", False))
+        stream = source if live or speed == 0 else paced(source, speed)
         policy = _policy(args, source)
         sinks = [PngSink(args.out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if args.out else []
         if args.save_gt and getattr(source, "frames", None) is None:
-            print(f"livenight: {args.replay} has no reference frames; --save-gt writes nothing", file=sys.stderr)
+            print(f"livenight: {uri} has no reference frames; --save-gt writes nothing", file=sys.stderr)
         with _engine(args, source.sensor_size) as engine:
-            pipe = Pipeline(paced(source, speed) if speed > 0 else source, source.sensor_size, engine, policy,
-                            sinks, live=speed > 0, reference=getattr(source, "frames", None),
-                            max_frames=args.max_frames, max_gap_us=_max_gap_us(args, policy))
+            pipe = Pipeline(stream, source.sensor_size, engine, policy, sinks, live=live or speed > 0,
+                            reference=getattr(source, "frames", None), max_frames=args.max_frames,
+                            max_gap_us=_max_gap_us(args, policy))
             total = _expected_frames(pipe, source, args.max_frames)
             with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
                 stats = pipe.run(progress=bar)
