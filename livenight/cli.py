@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import LivenightError
 
-SUBCOMMANDS = ("bench", "demo", "info", "simulate")
+SUBCOMMANDS = ("bench", "demo", "export", "info", "simulate")
 
 DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
@@ -27,6 +27,7 @@ commands:
   livenight demo                      simulate a short night clip and reconstruct it (no downloads)
   livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
   livenight info FILE                 describe a recording
+  livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc           benchmarks (ring-buffer ingest; LETC lookup table vs exact MLP)
 Run 'livenight COMMAND --help' for a command's options.
 """
@@ -83,11 +84,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                           "--windows rled, which like the official inference resets only per file)")
     eng = p.add_argument_group("engine")
     eng.add_argument("--model", metavar="FILE",
-                     help="NER-Net checkpoint (.pth/.pt): the official ner.pth, a plain state_dict or a livenight "
-                          "checkpoint. Without it the classical filter runs")
-    eng.add_argument("--engine", choices=("auto", "torch", "complementary"), default="auto",
-                     help="reconstruction engine (default auto: torch for --model, else complementary, a classical "
-                          "high-pass filter on log intensity that needs no weights)")
+                     help="NER-Net checkpoint (.pth/.pt: the official ner.pth, a plain state_dict or a livenight "
+                          "checkpoint), or an exported .onnx / TensorRT .engine (see 'livenight export'). Without it "
+                          "the classical filter runs")
+    eng.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "tensorrt", "complementary"), default="auto",
+                     help="reconstruction engine (default auto: by --model suffix: .pth/.pt torch, .onnx ONNX Runtime, "
+                          ".engine/.plan TensorRT; without --model: complementary, a classical high-pass filter on "
+                          "log intensity that needs no weights)")
     eng.add_argument("--device", default="cpu", help="torch device for --model: cpu, cuda, cuda:1 … (default cpu)")
     eng.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                      help="network precision for --model (float16/bfloat16 need CUDA; default float32)")
@@ -144,18 +147,27 @@ def _policy(args, source):
 
 def _engine_kind(args) -> str:
     if args.engine != "auto":
-        if args.engine == "torch" and not args.model:
-            raise LivenightError("--engine torch needs --model FILE")
+        if args.engine != "complementary" and not args.model:
+            raise LivenightError(f"--engine {args.engine} needs --model FILE")
         return args.engine
-    return "torch" if args.model else "complementary"
+    return "model" if args.model else "complementary"
 
 
 def _engine(args, sensor_size):
-    if _engine_kind(args) == "torch":
-        from livenight.engines.torch_engine import open_model_engine
+    kind = _engine_kind(args)
+    if kind != "complementary":
+        from livenight.engines import engine_class
+        from livenight.errors import SourceNotFoundError
 
-        return open_model_engine(args.model, sensor_size, device=args.device, dtype=args.dtype,
-                                 exact_letc=args.exact_letc, crop=args.crop)
+        if not Path(args.model).exists():
+            raise SourceNotFoundError(f"{args.model}: no such model file")
+        cls = engine_class(args.model, None if kind == "model" else kind)
+        if cls.__name__ == "TorchEngine":
+            return cls(args.model, sensor_size, device=args.device, dtype=args.dtype, exact_letc=args.exact_letc,
+                       crop=args.crop)
+        if cls.__name__ == "TensorRTEngine":
+            return cls(args.model, sensor_size, device=args.device if args.device != "cpu" else "cuda", crop=args.crop)
+        return cls(args.model, sensor_size, crop=args.crop)
     from livenight.engines.complementary import ComplementaryFilterEngine
 
     return ComplementaryFilterEngine(sensor_size, cutoff_hz=args.cutoff_hz, contrast_on=args.contrast,
@@ -334,8 +346,48 @@ def run_bench(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- export
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="livenight export",
+        description="Export a NER-Net checkpoint for a fixed sensor size: to ONNX (state as named inputs/outputs, "
+                    "LETC's scatter kept outside) and/or a TensorRT engine built from it. A JSON sidecar is written "
+                    "next to every file; loading checks it against the source.")
+    p.add_argument("model", help="checkpoint (.pth/.pt)")
+    p.add_argument("--onnx", metavar="FILE", help="write the ONNX graph here")
+    p.add_argument("--engine", metavar="FILE", help="also build a TensorRT engine here (needs a GPU and TensorRT; "
+                                                     "implies --fp16)")
+    p.add_argument("--size", type=_size, default=(1280, 720),
+                   help="sensor size WIDTHxHEIGHT the export is for (default 1280x720, the EVK4/RLED sensor)")
+    p.add_argument("--fp16", action="store_true", help="export in half precision (what TensorRT FP16 needs)")
+    p.add_argument("--workspace-mib", type=_positive_int, default=4096, help="TensorRT workspace limit (default 4096)")
+    p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to read and update")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_export(args) -> int:
+    from livenight.engines.export import build_tensorrt, export_onnx
+    from livenight.model.checkpoint import load_model
+
+    if not args.onnx and not args.engine:
+        raise LivenightError("nothing to do: give --onnx FILE and/or --engine FILE")
+    fp16 = args.fp16 or bool(args.engine)
+    onnx_path = args.onnx or (str(Path(args.engine).with_suffix(".onnx")))
+    model = load_model(args.model, args.size)
+    meta = export_onnx(model, onnx_path, fp16=fp16, source=args.model)
+    print(f"livenight: wrote {onnx_path} ({meta['dtype']}, input {meta['input']['shape']}, "
+          f"{len(meta['state'])} state tensors) and {onnx_path}.json")
+    if args.engine:
+        meta = build_tensorrt(onnx_path, args.engine, workspace_mib=args.workspace_mib,
+                              timing_cache=args.timing_cache)
+        print(f"livenight: wrote {args.engine} for {meta['tensorrt']['gpu']} (TensorRT {meta['tensorrt']['version']})")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 _COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_demo),
+             "export": (_export_parser, run_export),
              "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
 
 

@@ -69,24 +69,40 @@ class LetcTable:
         >>> grid = table.grid_chw(window.events, (346, 260))                 # doctest: +SKIP
     """
 
-    def __init__(self, values: np.ndarray, num_bins: int, value_layer=None) -> None:
-        self.values = np.ascontiguousarray(values, dtype=np.float64)  # [n, C]
+    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray], num_bins: int,
+                 size: int = 1 << 16) -> None:
+        self.weights = [np.asarray(w, dtype=np.float64) for w in weights]
+        self.biases = [np.asarray(b, dtype=np.float64) for b in biases]
         self.num_bins = int(num_bins)
-        self.inv_step = (self.values.shape[0] - 1) / (num_bins - 1)
-        self._value_layer = value_layer  # exact fallback for unnormalised windows
+        t = np.linspace(0.0, num_bins - 1, size)
+        self.values = np.ascontiguousarray(np.stack([t * self.mlp(t - i) for i in range(num_bins)], axis=1))
+        self.inv_step = (size - 1) / (num_bins - 1)
+
+    def mlp(self, u: np.ndarray) -> np.ndarray:
+        """The LETC value MLP on scalars (LeakyReLU 0.1 between layers), evaluated in the input's precision."""
+        x = u[:, None]
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = x @ w.T.astype(x.dtype) + b.astype(x.dtype)
+            if k < last:
+                x = np.where(x > 0, x, x * x.dtype.type(0.1))
+        return x[:, 0]
 
     @classmethod
     def from_model(cls, model, size: int = 1 << 16) -> "LetcTable":
-        import copy
+        """Tabulate a :class:`~livenight.model.nernet.NERNet`'s LETC MLP."""
+        mlp = model.representation.quantization_layer.value_layer.mlp
+        return cls([m.weight.detach().cpu().double().numpy() for m in mlp],
+                   [m.bias.detach().cpu().double().numpy() for m in mlp], model.cfg.num_bins, size)
 
-        import torch
+    def to_json(self) -> dict:
+        """The MLP weights (for engine sidecars: ONNX / TensorRT engines start after the scatter)."""
+        return {"num_bins": self.num_bins, "weights": [w.tolist() for w in self.weights],
+                "biases": [b.tolist() for b in self.biases]}
 
-        c = model.cfg.num_bins
-        vl = copy.deepcopy(model.representation.quantization_layer.value_layer).double()
-        t = torch.linspace(0, c - 1, size, dtype=torch.float64)
-        with torch.no_grad():
-            vals = torch.stack([t * vl(t - i) for i in range(c)], dim=1).numpy().copy()
-        return cls(vals, c, value_layer=model.representation.quantization_layer.value_layer)
+    @classmethod
+    def from_json(cls, d: dict, size: int = 1 << 16) -> "LetcTable":
+        return cls(d["weights"], d["biases"], d["num_bins"], size)
 
     def grid(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
         """The ``[H, W, 2C]`` float32 quantisation grid of one window (``out`` is overwritten and reused)."""
@@ -113,17 +129,14 @@ class LetcTable:
         return self.grid(events, sensor_size, out).transpose(2, 0, 1)
 
     def _exact(self, events, t, out):
-        import torch
-
+        """Direct per-event evaluation (float32, like the official path) for windows the table cannot cover."""
         c = self.num_bins
         out.fill(0.0)
         on = events["p"].astype(bool)
-        with torch.no_grad():
-            tt = torch.from_numpy(t)
-            for i in range(c):
-                vals = (tt * self._value_layer(tt - i)).numpy()
-                np.add.at(out[..., i], (events["y"][on], events["x"][on]), vals[on])
-                np.add.at(out[..., c + i], (events["y"][~on], events["x"][~on]), vals[~on])
+        for i in range(c):
+            vals = (t * self.mlp((t - np.float32(i)).astype(np.float32))).astype(np.float32)
+            np.add.at(out[..., i], (events["y"][on], events["x"][on]), vals[on])
+            np.add.at(out[..., c + i], (events["y"][~on], events["x"][~on]), vals[~on])
         return out
 
 
