@@ -31,3 +31,37 @@ def make_events():
         return ev
 
     return _make
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Opt-in hardware markers skip cleanly where the hardware or package is missing."""
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    skip_trt = pytest.mark.skip(reason="needs the tensorrt package and a CUDA device")
+    skip_hw = pytest.mark.skip(reason="needs a physical camera (run with LIVENIGHT_HARDWARE=1)")
+    import os
+
+    cuda = _has_cuda()
+    trt = cuda and _has_module("tensorrt")
+    hardware = os.environ.get("LIVENIGHT_HARDWARE") == "1"
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip_gpu)
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(skip_trt)
+        if "hardware" in item.keywords and not hardware:
+            item.add_marker(skip_hw)
