@@ -10,6 +10,8 @@ Output-buffer rule: the array returned by ``step`` may be reused by the next cal
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -47,6 +49,18 @@ class EngineBase:
 
     info: EngineInfo
     _active = False
+    #: seconds spent per stage since the engine was made ("letc", "net"; backends add what they measure)
+    stage_s: dict[str, float]
+
+    @contextmanager
+    def _timed(self, stage: str):
+        if not hasattr(self, "stage_s"):
+            self.stage_s = {}
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - t0
 
     def __enter__(self):
         self._open_impl()

@@ -89,9 +89,11 @@ class OnnxRuntimeEngine(EngineBase):
         self._ab = 0
 
     def _step_impl(self, window: Window) -> np.ndarray:
-        hwc = self.table.grid(window.events, self.sensor_size, self._hwc)
-        self._grid[0] = hwc.transpose(2, 0, 1)  # in place: the bound input buffer
-        self.session.run_with_iobinding(self._binding[self._ab])
+        with self._timed("letc"):
+            hwc = self.table.grid(window.events, self.sensor_size, self._hwc)
+            self._grid[0] = hwc.transpose(2, 0, 1)  # in place: the bound input buffer
+        with self._timed("net"):
+            self.session.run_with_iobinding(self._binding[self._ab])
         self._ab = 1 - self._ab  # the state just written becomes the next input
         img = self._image[0, 0]
         if self.crop:

@@ -8,7 +8,7 @@ exact per-event MLP with ``exact_letc=True``), then the network runs with the re
 from __future__ import annotations
 
 import os
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -110,18 +110,14 @@ class TorchEngine(EngineBase):
 
     def _step_impl(self, window: Window) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
-            img, self.state = self.net(self.grid(window), self.state)
+        with self._timed("letc"):
+            grid = self.grid(window)
+        with self._timed("net"), torch.inference_mode():
+            img, self.state = self.net(grid, self.state)
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
         out = img[0, 0]
         if self.crop:
             w, h = self.sensor_size
             out = out[self._top:self._top + h, self._left:self._left + w]
         return out.float().cpu().numpy()
-
-
-def open_model_engine(path: str | os.PathLike | Callable, sensor_size: tuple[int, int], **kw) -> TorchEngine:
-    """Engine for a model file, chosen by suffix (``.pth`` / ``.pt`` → torch)."""
-    suffix = os.path.splitext(os.fspath(path))[1].lower() if isinstance(path, (str, os.PathLike)) else ".pth"
-    if suffix not in (".pth", ".pt"):
-        raise ValueError(f"unsupported model file {os.fspath(path)!r}: expected .pth or .pt")
-    return TorchEngine(path, sensor_size, **kw)

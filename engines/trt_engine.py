@@ -160,7 +160,8 @@ class TensorRTEngine(EngineBase):
 
     def _step_impl(self, window: Window) -> np.ndarray:
         torch = self._torch
-        hwc = self.table.grid(window.events, self.sensor_size, self._hwc)
+        with self._timed("letc"):
+            hwc = self.table.grid(window.events, self.sensor_size, self._hwc)
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._stream):
             self._grid.copy_(torch.from_numpy(hwc).permute(2, 0, 1).unsqueeze(0), non_blocking=False)

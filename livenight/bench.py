@@ -120,3 +120,132 @@ def bench_letc(n_events: int = 1_000_000, size: tuple[int, int] = (1280, 720), r
     print(f"  exact MLP      {n_events / exact_s / 1e6:8.2f} M events/s  ({exact_s * 1e3:.1f} ms)")
     print(f"  ratio {exact_s / fast_s:.0f}x (target >= 100x); max relative error {err:.2e} (limit 1e-5)")
     return {"fast_s": fast_s, "exact_s": exact_s, "ratio": exact_s / fast_s, "rel_err": err}
+
+
+def _synthetic_windows(n: int, size: tuple[int, int], rate_ev_per_s: float, window_us: int, stride_us: int,
+                       seed: int = 0) -> list:
+    """``n`` windows of uniform random events at ``rate_ev_per_s`` (RLED protocol: window_us every stride_us)."""
+    from .windowing import Window
+
+    rng = np.random.default_rng(seed)
+    per = max(1, int(rate_ev_per_s * window_us / 1e6))
+    out = []
+    for k in range(n):
+        t0 = 10_000_000 + k * stride_us
+        ev = np.empty(per, dtype=EVENT_DTYPE)
+        ev["t"] = np.sort(rng.integers(t0, t0 + window_us, per))
+        ev["x"] = rng.integers(0, size[0], per)
+        ev["y"] = rng.integers(0, size[1], per)
+        ev["p"] = rng.integers(0, 2, per)
+        out.append(Window(k, t0, t0 + window_us, ev, k == 0, 0))
+    return out
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_path(engine, windows, ring_capacity: int) -> dict:
+    """Ingest (ring push + read), engine (LETC + net), post-processing, write (PNG encode to memory) per window."""
+    import io
+
+    from PIL import Image
+
+    from .frames import to_uint8
+    from .ring import EventRing
+
+    ring = EventRing(ring_capacity)
+    st = {"ingest": 0.0, "post": 0.0, "write": 0.0}
+    lat, outs = [], []
+    with engine:
+        engine.step(windows[0])  # warm up (JIT, allocations); its time is not counted
+        engine.reset()
+        engine.stage_s = {}
+        for w in windows:
+            t0 = time.perf_counter()
+            ring.push(w.events, w.t1_us)
+            ev, _, i1 = ring.read_time(w.t0_us, w.t1_us)
+            ring.release(i1)
+            t1 = time.perf_counter()
+            frame = engine.step(type(w)(w.index, w.t0_us, w.t1_us, ev, w.reset, 0))
+            t2 = time.perf_counter()
+            img = to_uint8(frame)
+            t3 = time.perf_counter()
+            Image.fromarray(img).save(io.BytesIO(), format="PNG", compress_level=1)
+            t4 = time.perf_counter()
+            st["ingest"] += t1 - t0
+            st["post"] += t3 - t2
+            st["write"] += t4 - t3
+            lat.append(t4 - t0)
+            outs.append(frame.copy())
+        st.update(engine.stage_s)
+    n = len(windows)
+    return {"stages_ms": {k: 1e3 * v / n for k, v in st.items()}, "fps": n / sum(lat),
+            "p50_ms": 1e3 * float(np.percentile(lat, 50)), "p99_ms": 1e3 * float(np.percentile(lat, 99)),
+            "peak_rss_mib": _peak_rss_mib(), "outputs": outs}
+
+
+def bench_model(model: str | None = None, size: tuple[int, int] = (346, 260), frames: int = 10,
+                rate_ev_per_s: float = 1e6, engine: str = "auto", base_channels: int = 32,
+                window_us: int = 20_000, stride_us: int = 40_000) -> dict:
+    """Per-stage times of a model path against the reference path (official semantics: eager torch fp32 with the
+    per-event MLP LETC), same windows, same run. Without ``model`` a random-weight NER-Net is used."""
+    import tempfile
+
+    import torch
+
+    from livenight.engines.export import export_onnx
+    from livenight.engines.ort_engine import OnnxRuntimeEngine
+    from livenight.engines.torch_engine import TorchEngine
+
+    from .model.checkpoint import load_model
+    from .model.nernet import NERNet, NERNetConfig
+
+    torch.manual_seed(0)
+    if model is None:
+        net = NERNet(NERNetConfig(sensor_size=size, base_channels=base_channels)).eval()
+        label = f"random NER-Net (base {base_channels})"
+    else:
+        net = load_model(model, size)
+        label = model
+    windows = _synthetic_windows(frames + 1, size, rate_ev_per_s, window_us, stride_us)[1:]
+    windows[0] = type(windows[0])(*[getattr(windows[0], f) for f in ("index", "t0_us", "t1_us", "events")], True, 0)
+    if engine == "auto":
+        engine = "onnxruntime"
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine == "onnxruntime":
+            path = f"{tmp}/m.onnx"
+            export_onnx(_clone(net), path)
+            fast = OnnxRuntimeEngine(path, size)
+        else:
+            fast = TorchEngine(_clone(net), size)
+        ours = _run_path(fast, windows, 1 << 22)
+    ref = _run_path(TorchEngine(_clone(net), size, exact_letc=True), windows, 1 << 22)
+    err = max(float(np.abs(a - b).max()) for a, b in zip(ours["outputs"], ref["outputs"]))
+    per = int(rate_ev_per_s * window_us / 1e6)
+    print(f"bench model: {label}, {size[0]}x{size[1]}, {frames} windows of {window_us / 1e3:g} ms at "
+          f"{rate_ev_per_s / 1e6:g} M events/s ({per} events each); engine {fast.info.backend} vs reference "
+          f"(eager torch fp32, per-event MLP LETC)")
+    print(f"  {'stage':<22}{'ours ms':>10}{'reference ms':>15}{'ratio':>9}")
+    for k in ("ingest", "letc", "net", "post", "write"):
+        a, b = ours["stages_ms"].get(k, 0.0), ref["stages_ms"].get(k, 0.0)
+        print(f"  {k:<22}{a:10.2f}{b:15.2f}{(b / a if a > 0 else float('nan')):9.2f}x")
+    outside = sum(v for k, v in ours["stages_ms"].items() if k != "net")
+    print(f"  {'outside the network':<22}{outside:10.2f}")
+    for k, label_ in (("fps", "frames/s"), ("p50_ms", "latency p50 ms"), ("p99_ms", "latency p99 ms")):
+        a, b = ours[k], ref[k]
+        ratio = a / b if k == "fps" else b / a
+        print(f"  {label_:<22}{a:10.2f}{b:15.2f}{ratio:9.2f}x")
+    print(f"  {'peak RSS MiB (process)':<22}{ours['peak_rss_mib']:10.0f}{ref['peak_rss_mib']:15.0f}")
+    print(f"  max |ours - reference| over all frames: {err:.2e} (limit 1e-4)")
+    if torch.cuda.is_available():
+        print("  (CUDA present: run with --engine torch --device cuda for GPU figures)")
+    return {"ours": ours, "reference": ref, "max_abs_diff": err}
+
+
+def _clone(net):
+    import copy
+
+    return copy.deepcopy(net)

@@ -324,14 +324,21 @@ def run_info(args) -> int:
 def _bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livenight bench", description="Benchmarks; each prints ratios against a "
                                                                     "baseline measured in the same run.")
-    p.add_argument("what", choices=("ring", "letc"),
+    p.add_argument("what", choices=("ring", "letc", "model"),
                    help="ring: sustained ingest into the event ring buffer; letc: NER-Net's LETC lookup table vs "
-                        "the exact per-event MLP")
+                        "the exact per-event MLP; model: per-stage times of a model path vs the reference path")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement (default 3)")
     p.add_argument("--packet-events", type=_positive_int, default=10_000, help="events per packet (default 10000)")
     p.add_argument("--capacity", type=_positive_int, default=1 << 22, help="ring capacity in events (default 4194304)")
     p.add_argument("--events", type=_positive_int, default=1_000_000, help="letc: events per window (default 1000000)")
-    p.add_argument("--size", type=_size, default=(1280, 720), help="letc: sensor WIDTHxHEIGHT (default 1280x720)")
+    p.add_argument("--size", type=_size, help="sensor WIDTHxHEIGHT (default: letc 1280x720, model 346x260)")
+    p.add_argument("--model", metavar="FILE", help="model: checkpoint to benchmark (default: random-weight NER-Net)")
+    p.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="model: engine for our path (default onnxruntime)")
+    p.add_argument("--frames", type=_positive_int, default=10, help="model: windows to time (default 10)")
+    p.add_argument("--rate", type=float, default=1e6, help="model: input events/s (default 1e6)")
+    p.add_argument("--base-channels", type=_positive_int, default=32,
+                   help="model: width of the random NER-Net (default 32, the official width)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -340,7 +347,12 @@ def run_bench(args) -> int:
     from .bench import bench_letc, bench_ring
 
     if args.what == "letc":
-        bench_letc(n_events=args.events, size=args.size)
+        bench_letc(n_events=args.events, size=args.size or (1280, 720))
+    elif args.what == "model":
+        from .bench import bench_model
+
+        bench_model(model=args.model, size=args.size or (346, 260), frames=args.frames, rate_ev_per_s=args.rate,
+                    engine=args.engine, base_channels=args.base_channels)
     else:
         bench_ring(seconds=args.seconds, packet_events=args.packet_events, capacity=args.capacity)
     return 0
