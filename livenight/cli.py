@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import LivenightError
 
-SUBCOMMANDS = ("bench", "demo", "export", "info", "simulate")
+SUBCOMMANDS = ("bench", "demo", "eval", "export", "info", "simulate")
 
 DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
@@ -27,6 +27,7 @@ commands:
   livenight demo                      simulate a short night clip and reconstruct it (no downloads)
   livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
   livenight info FILE                 describe a recording
+  livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc           benchmarks (ring-buffer ingest; LETC lookup table vs exact MLP)
 Run 'livenight COMMAND --help' for a command's options.
@@ -358,6 +359,63 @@ def run_bench(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- eval
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="livenight eval",
+        description="Reconstruct recordings with reference frames and score them: per-sequence and mean MSE and "
+                    "SSIM (on [0,1], at the sensor size), LPIPS when its weights are installed, and frames/s. With "
+                    "--model the RLED protocol is used (one frame per image except the last).")
+    p.add_argument("files", nargs="+", help="recordings with reference frames (.h5 RLED, .aedat4 with APS frames)")
+    _add_run_options(p)
+    p.add_argument("--csv", metavar="FILE", help="also write per-sequence scores as CSV")
+    return p
+
+
+def run_eval(args) -> int:
+    from livenight.drivers import open_source
+
+    from .eval import FrameScorer, SequenceScores, lpips_available, write_csv
+    from .pipeline import Pipeline
+
+    args.crop = True  # metrics compare at the sensor size
+    args.replay, args.camera = args.files[0], None
+    scorer = FrameScorer()
+    ok, why = lpips_available()
+    if not ok:
+        print(f"livenight: {why}", file=sys.stderr)
+    rows = []
+    for path in args.files:
+        args.replay = path
+        with open_source(path) as source:
+            if getattr(source, "frames", None) is None:
+                raise LivenightError(f"{path}: no reference frames to evaluate against")
+            scores = SequenceScores(Path(path).name)
+            policy = _policy(args, source)
+
+            def on_frame(frame, scores=scores):
+                if frame.reference is not None:
+                    scorer.score(frame.image, frame.reference, scores)
+
+            with _engine(args, source.sensor_size) as engine:
+                stats = Pipeline(source, source.sensor_size, engine, policy, [], live=False,
+                                 reference=source.frames, max_frames=args.max_frames,
+                                 max_gap_us=_max_gap_us(args, policy), on_frame=on_frame).run()
+            scores.fps = stats.frames / stats.wall_s if stats.wall_s else 0.0
+            rows.append(scores)
+            print(f"{scores.name}: {scores.frames} frames  MSE {scores.mean('mse'):.5f}  SSIM {scores.mean('ssim'):.4f}"
+                  + (f"  LPIPS {scores.mean('lpips'):.4f}" if scores.lpips else "") + f"  {scores.fps:.2f} frames/s")
+    if len(rows) > 1:
+        import numpy as np
+
+        print(f"mean over {len(rows)} sequences: MSE {np.mean([r.mean('mse') for r in rows]):.5f}  "
+              f"SSIM {np.mean([r.mean('ssim') for r in rows]):.4f}")
+    if args.csv:
+        write_csv(args.csv, rows)
+        print(f"livenight: scores written to {args.csv}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- export
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -399,7 +457,7 @@ def run_export(args) -> int:
 
 # ---------------------------------------------------------------------------- main
 _COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_demo),
-             "export": (_export_parser, run_export),
+             "eval": (_eval_parser, run_eval), "export": (_export_parser, run_export),
              "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
 
 

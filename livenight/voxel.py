@@ -102,9 +102,7 @@ def voxel_grid(events: np.ndarray, num_bins: int, sensor_size: tuple[int, int], 
         raise SourceError(f"voxel_grid: event {j} at (x={int(x[j])}, y={int(y[j])}) lies outside the "
                           f"{width}x{height} sensor")
     if _use_numba(backend):
-        import numba
-
-        _numba_kernel().scatter(out, events, num_bins, numba.get_num_threads())
+        _numba_kernel().scatter(out, events, num_bins)
         return out
     return _voxel_grid_bincount(events, num_bins, width, height, out)
 
