@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import LivenightError
 
-SUBCOMMANDS = ("bench", "demo", "eval", "export", "info", "simulate")
+SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "eval", "export", "info", "record", "simulate")
 
 DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
@@ -27,6 +27,8 @@ commands:
   livenight demo                      simulate a short night clip and reconstruct it (no downloads)
   livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
   livenight info FILE                 describe a recording
+  livenight record --camera X --out F record any source to an RLED .h5
+  livenight devices | doctor          connected cameras | what can run here and what to install
   livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc           benchmarks (ring-buffer ingest; LETC lookup table vs exact MLP)
@@ -416,6 +418,88 @@ def run_eval(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- doctor / devices / record
+def _doctor_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight doctor",
+                                description="List which backends, engines and viewer pieces are usable here, and why "
+                                            "not (with what to install).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_doctor(args) -> int:
+    from .doctor import report
+
+    for name, ok, detail in report():
+        print(f"  {'ok ' if ok else 'no '} {name:<40} {detail}")
+    return 0
+
+
+def _devices_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight devices", description="List connected event cameras.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_devices(args) -> int:
+    from .doctor import devices
+
+    found = devices()
+    if not found:
+        print("livenight: no event camera found (see 'livenight doctor' for the backends that can look for one)")
+    for backend, desc in found:
+        print(f"  {backend:<22} {desc}")
+    return 0
+
+
+def _record_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight record",
+                                description="Record any source to an RLED .h5 file. The file is flushed every second, "
+                                            "so a killed process leaves a readable file with everything up to the "
+                                            "last flush; Ctrl-C closes it cleanly.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", metavar="NAME", help="live source (davis346, evk4, tcp://HOST:PORT, …)")
+    src.add_argument("--replay", metavar="FILE", help="a recording to convert (.aedat4, .raw, .dat, .h5)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .h5 (RLED layout)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds of events")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_record(args) -> int:
+    from tqdm import tqdm
+
+    from livenight.drivers import open_source
+    from livenight.drivers.rled import RledWriter
+
+    uri = args.camera or args.replay
+    n = 0
+    with open_source(uri) as source, RledWriter(args.out, source.sensor_size) as writer:
+        t_first = None
+        try:
+            with tqdm(unit="ev", unit_scale=True, desc="recording", disable=None, leave=False) as bar:
+                for pkt in source:
+                    ev = pkt.events
+                    if ev.size and t_first is None:
+                        t_first = int(ev["t"][0])
+                    if args.seconds is not None and t_first is not None:
+                        ev = ev[ev["t"] < t_first + round(args.seconds * 1e6)]
+                    writer.add_events(ev)
+                    n += ev.size
+                    bar.update(ev.size)
+                    if args.seconds is not None and t_first is not None and pkt.t_end_us >= t_first + args.seconds * 1e6:
+                        break
+        except KeyboardInterrupt:
+            print("livenight: interrupted; closing the recording", file=sys.stderr)
+        frames = getattr(source, "frames", None)
+        if frames is not None:
+            for i in range(len(frames)):
+                if args.seconds is None or t_first is None or frames.t_us[i] < t_first + args.seconds * 1e6:
+                    writer.add_image(frames[i], int(frames.t_us[i]))
+    print(f"livenight: wrote {args.out}: {n} events, {source.sensor_size[0]}x{source.sensor_size[1]}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- export
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -457,6 +541,8 @@ def run_export(args) -> int:
 
 # ---------------------------------------------------------------------------- main
 _COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_demo),
+             "devices": (_devices_parser, run_devices), "doctor": (_doctor_parser, run_doctor),
+             "record": (_record_parser, run_record),
              "eval": (_eval_parser, run_eval), "export": (_export_parser, run_export),
              "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
 

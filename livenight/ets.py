@@ -146,31 +146,16 @@ def _check_input(events, sensor: tuple[int, int], what: str) -> None:
                               f"the {width}x{height} sensor")
 
 
-# ---------------------------------------------------------------------------- sorting
-def _sort_order(tc: np.ndarray, pix: np.ndarray, num_pixels: int) -> np.ndarray:
-    """Stable order of events by (tc, pix); ties keep the given (stream) order."""
-    n = tc.shape[0]
-    if n < 2:
-        return np.arange(n)
-    k = _kernels()
-    t_min, t_max = int(tc.min()), int(tc.max())
-    pix_bits = max(1, (num_pixels - 1).bit_length())
-    nbits = (t_max - t_min).bit_length() + pix_bits
-    if nbits > _MAX_KEY_BITS:  # a time span beyond ~2**(62 − pix_bits) µs: exact but slower
-        return np.lexsort((pix, tc))
-    keys = k.composite_keys(tc, pix, t_min, pix_bits)
-    digit_max = min(16, max(4, n.bit_length()))
-    n_pass = -(-nbits // digit_max)
-    return k.radix_argsort(keys, nbits, -(-nbits // n_pass))
-
-
 # ---------------------------------------------------------------------------- the streaming core
+_MAX_DIGIT_BITS = 10  # 1024-bucket radix passes: histograms and write heads stay in L1
+
+
 class EtsStream:
     """ETS over a time-sorted event stream fed in chunks; output is sorted and equals :func:`ets` on the whole.
 
     ``push(chunk)`` returns the events whose corrected timestamp can no longer be preceded by a later event
     (sorted, :data:`EVENT_DTYPE`); ``flush()`` returns the rest at the end of the stream. The per-pixel state
-    costs 33 bytes per pixel (30 MB at 1280x720).
+    costs 32 bytes per pixel (30 MB at 1280x720); held-back events 16 bytes each.
 
     Example:
         >>> s = EtsStream((346, 260))                              # doctest: +SKIP
@@ -181,22 +166,21 @@ class EtsStream:
                  t_off_us: float = DEFAULT_T_OFF_US, soft_us: float = DEFAULT_SOFT_US) -> None:
         self._k = _kernels()
         self.sensor_size = _sensor(sensor_size)
-        self._width = self.sensor_size[0]
-        self.num_pixels = self.sensor_size[0] * self.sensor_size[1]
+        width, height = self.sensor_size
+        self.num_pixels = width * height
+        self._xb = max(1, (width - 1).bit_length())
+        self._yb = max(1, (height - 1).bit_length())
+        self._shift = self._xb + self._yb + 1  # key bits below the time: y, x, p
         self._thr_on = _threshold(t_on_us, "t_on_us")
         self._thr_off = _threshold(t_off_us, "t_off_us")
         self._soft = _soft_ceil(soft_us)
-        self._state = np.zeros((self.num_pixels, 4), dtype=np.int64)
-        self._prev_p = np.full(self.num_pixels, self._k.NEVER, dtype=np.uint8)
-        self._held_t = np.empty(0, np.int64)
-        self._held_x = np.empty(0, np.uint16)
-        self._held_y = np.empty(0, np.uint16)
-        self._held_p = np.empty(0, np.uint8)
-        self._held_pix = np.empty(0, np.int64)
+        self._state = np.zeros((self.num_pixels, 4), dtype=np.int64)  # zeros = no pixel has fired
+        self._held_t = np.empty(0, np.int64)  # held-back events, sorted: corrected t and low key part
+        self._held_low = np.empty(0, np.int64)
         self._last_t: int | None = None
         self._finished = False
-        #: events pushed, events returned, trails begun, events whose timestamp changed, largest shift (µs),
-        #: largest number of events held back at once
+        #: events pushed / returned, trails begun, events whose timestamp changed, largest shift (µs), largest
+        #: number of events held back at once
         self.events_in = 0
         self.events_out = 0
         self.trails = 0
@@ -210,7 +194,7 @@ class EtsStream:
         return int(self._held_t.shape[0])
 
     def push(self, events: np.ndarray) -> np.ndarray:
-        """Process a time-sorted chunk (later than every earlier chunk); return what is safe to emit, sorted."""
+        """Process a time-sorted chunk (not earlier than the previous one); return what is safe to emit, sorted."""
         return self._push(events, final=False)
 
     def flush(self) -> np.ndarray:
@@ -219,60 +203,70 @@ class EtsStream:
         self._finished = True
         return out
 
-    def _push(self, events: np.ndarray, final: bool) -> np.ndarray:
+    def _push(self, events: np.ndarray, final: bool, checked: bool = False) -> np.ndarray:
         if self._finished:
             raise RuntimeError("EtsStream: flush() was called; start a new stream")
         what = "EtsStream.push"
-        _check_input(events, self.sensor_size, what)
-        n = int(events.shape[0])
         k = self._k
+        if not checked:
+            _check_input(events, self.sensor_size, what)
+            if events.size:
+                t = events["t"]
+                back = np.flatnonzero(t[1:] < t[:-1])
+                if back.size:
+                    i = int(back[0]) + 1
+                    raise SourceError(f"{what}: timestamps not sorted at index {i}: t={int(t[i])} µs after "
+                                      f"t={int(t[i - 1])} µs")
+                if self._last_t is not None and int(t[0]) < self._last_t:
+                    raise SourceError(f"{what}: t={int(t[0])} µs precedes the previous chunk's last event "
+                                      f"(t={self._last_t} µs)")
+        n = int(events.shape[0])
         if n:
-            t = events["t"]
-            back = np.flatnonzero(t[1:] < t[:-1])
-            if back.size:
-                i = int(back[0]) + 1
-                raise SourceError(f"{what}: timestamps not sorted at index {i}: t={int(t[i])} µs after "
-                                  f"t={int(t[i - 1])} µs")
-            if self._last_t is not None and int(t[0]) < self._last_t:
-                raise SourceError(f"{what}: t={int(t[0])} µs precedes the previous chunk's last event "
-                                  f"(t={self._last_t} µs)")
             tc = np.empty(n, np.int64)
-            pix = np.empty(n, np.int64)
-            trails, moved, shift = k.process(t, events["x"], events["y"], events["p"], self._width, self._state,
-                                             self._prev_p, self._thr_on, self._thr_off, self._soft, tc, pix)
+            low = np.empty(n, np.int64)
+            trails, moved, shift = k.process(events["t"], events["x"], events["y"], events["p"],
+                                             self.sensor_size[0], self._xb, self._state, self._thr_on,
+                                             self._thr_off, self._soft, tc, low)
             self.trails += int(trails)
             self.moved += int(moved)
             self.max_shift_us = max(self.max_shift_us, int(shift))
-            self._last_t = int(t[-1])
+            self._last_t = int(events["t"][-1])
             self.events_in += n
-            if self.held:
-                tc = np.concatenate([self._held_t, tc])  # held first: they are earlier in the stream
-                x = np.concatenate([self._held_x, events["x"]])
-                y = np.concatenate([self._held_y, events["y"]])
-                p = np.concatenate([self._held_p, events["p"]])
-                pix = np.concatenate([self._held_pix, pix])
-            else:
-                x, y, p = events["x"], events["y"], events["p"]
-            order = _sort_order(tc, pix, self.num_pixels)
+            if self.held:  # held first: they are earlier in the stream
+                tc = np.concatenate([self._held_t, tc])
+                low = np.concatenate([self._held_low, low])
+            sort = True
         else:  # nothing new: the held events are already in order
-            tc, x, y, p, pix = self._held_t, self._held_x, self._held_y, self._held_p, self._held_pix
-            order = np.arange(tc.shape[0])
+            tc, low = self._held_t, self._held_low
+            sort = False
         total = int(tc.shape[0])
         if final or self._last_t is None:
-            cut = total
+            bound = None
         else:
-            bound = int(k.future_lower_bound(self._state, self._prev_p, self._last_t, self._thr_on, self._thr_off))
-            cut = int(np.searchsorted(tc[order], bound, side="left")) if total else 0
-        out = np.empty(cut, dtype=EVENT_DTYPE)
-        none = np.empty(0, np.int64)
-        k.gather(order, 0, cut, tc, x, y, p, pix, out["t"], out["x"], out["y"], out["p"], none)
-        rest = total - cut
-        held_t, held_pix = np.empty(rest, np.int64), np.empty(rest, np.int64)
-        held_x, held_y, held_p = np.empty(rest, np.uint16), np.empty(rest, np.uint16), np.empty(rest, np.uint8)
-        k.gather(order, cut, total, tc, x, y, p, pix, held_t, held_x, held_y, held_p, held_pix)
-        self._held_t, self._held_x, self._held_y, self._held_p, self._held_pix = (held_t, held_x, held_y, held_p,
-                                                                                  held_pix)
-        self.peak_held = max(self.peak_held, rest)
+            bound = int(k.future_lower_bound(self._state, self._last_t, self._thr_on, self._thr_off))
+        s, xb, yb = self._shift, self._xb, self._yb
+        t_min = int(tc.min()) if total else 0
+        nbits = (int(tc.max()) - t_min).bit_length() + s if total else 0
+        if sort and nbits <= _MAX_KEY_BITS:
+            keys = k.make_keys(tc, low, t_min, s)
+            n_pass = -(-(nbits - 1) // _MAX_DIGIT_BITS)
+            keys = k.radix_sort(keys, 1, nbits, -(-(nbits - 1) // n_pass))
+            if bound is None:
+                cut = total
+            else:
+                cut = 0 if bound <= t_min else int(np.searchsorted(keys, (bound - t_min) << s, side="left"))
+            out = np.empty(cut, dtype=EVENT_DTYPE)
+            k.decode(keys, keys, True, 0, cut, t_min, s, xb, yb, out["t"], out["x"], out["y"], out["p"])
+            self._held_t, self._held_low = k.split_keys(keys, cut, total, t_min, s)
+        else:
+            if sort:  # a time span too long for one 62-bit key (about 2**(62 − S) µs): exact, slower
+                order = np.lexsort((low >> 1, tc))
+                tc, low = tc[order], low[order]
+            cut = total if bound is None else int(np.searchsorted(tc, bound, side="left"))
+            out = np.empty(cut, dtype=EVENT_DTYPE)
+            k.decode(tc, low, False, 0, cut, 0, s, xb, yb, out["t"], out["x"], out["y"], out["p"])
+            self._held_t, self._held_low = tc[cut:].copy(), low[cut:].copy()
+        self.peak_held = max(self.peak_held, total - cut)
         self.events_out += cut
         return out
 
@@ -294,10 +288,10 @@ def ets(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: float = DEFAU
     """
     sensor = _sensor(sensor_size)
     _check_input(events, sensor, "ets")
-    if events.size and np.any(events["t"][1:] < events["t"][:-1]):
+    if events.size > 1 and np.any(events["t"][1:] < events["t"][:-1]):
         events = events[np.argsort(events["t"], kind="stable")]
     stream = EtsStream(sensor, t_on_us, t_off_us, soft_us)
-    return stream._push(events, final=True)
+    return stream._push(events, final=True, checked=True)
 
 
 def ets_reference(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: float = DEFAULT_T_ON_US,

@@ -1,0 +1,41 @@
+"""doctor, devices and record."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from livenight.cli import main
+from livenight.drivers.rled import RledFile
+from livenight.simulate import write_night
+
+
+def test_doctor_lists_every_component_with_a_reason(capsys):
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = " ".join(lines)
+    for part in ("torch engine", "onnxruntime engine", "tensorrt engine", "dv-processing", "Prophesee live",
+                 "display for the viewer", "PyQt5"):
+        assert part in names
+    trt = [ln for ln in lines if "tensorrt engine" in ln][0]
+    assert trt.strip().startswith("no") and "NVIDIA" in trt  # no TensorRT here, and doctor says why
+    assert [ln for ln in lines if "torch engine" in ln][0].strip().startswith("ok")
+
+
+def test_devices_without_cameras(capsys):
+    assert main(["devices"]) == 0
+    assert "no event camera found" in capsys.readouterr().out
+
+
+def test_record_converts_a_recording_and_cuts_at_seconds(tmp_path, capsys):
+    src = tmp_path / "in.h5"
+    sim = write_night(src, seconds=0.4, size=(40, 30), seed=2)
+    out = tmp_path / "rec.h5"
+    assert main(["record", "--replay", str(src), "--out", str(out), "--seconds", "0.2"]) == 0
+    with RledFile(out) as f:
+        t0 = int(sim.events["t"][0])
+        keep = sim.events[sim.events["t"] < t0 + 200_000]
+        assert f.num_events == keep.size
+        np.testing.assert_array_equal(f.read_events(0, f.num_events), keep)
+        assert f.num_images == int(np.count_nonzero(sim.frame_end_us < t0 + 200_000))
+        assert f.event_indices is not None and f.event_indices.shape == (f.num_images, 2)
+    assert "wrote" in capsys.readouterr().out
