@@ -250,6 +250,12 @@ def decode_evt2(words, state, out, width, height):
 
 
 # ---------------------------------------------------------------------------- EVT 2.1
+# bit index of a power of two below 2^32: table[((lsb * 0x077CB531) mod 2^32) >> 27] (de Bruijn sequence)
+_DEBRUIJN32 = np.zeros(32, dtype=np.int64)
+for _i in range(32):
+    _DEBRUIJN32[(((1 << _i) * 0x077CB531) & 0xFFFFFFFF) >> 27] = _i
+del _i
+
 @numba.njit(cache=True, nogil=True)
 def decode_evt21(words, state, out, width, height, legacy):
     """EVT 2.1, 64-bit little-endian words, ``type = bits [63:60]``; ``legacy`` swaps the two 32-bit halves first
@@ -285,19 +291,22 @@ def decode_evt21(words, state, out, width, height, legacy):
                 y = hi32 & 0x7FF
                 xb = (hi32 >> 11) & 0x7FF
                 t = base + ((hi32 >> 22) & 0x3F)
-                y_ok = 1 if y < height else 0
+                y_ok = y < height
                 n0 = n
-                for k in range(32):
-                    bit = (lo32 >> k) & 1
-                    x = xb + k
-                    ok = bit & y_ok & (1 if x < width else 0)
-                    e = out[n]
-                    e.t = t
-                    e.x = x
-                    e.y = y
-                    e.p = typ
-                    n += ok
-                    dropped += bit - ok
+                m = lo32
+                while m:  # one event per set bit, lowest first
+                    lsb = m & -m
+                    m ^= lsb
+                    x = xb + _DEBRUIJN32[((lsb * 0x077CB531) & 0xFFFFFFFF) >> 27]
+                    if y_ok and x < width:
+                        e = out[n]
+                        e.t = t
+                        e.x = x
+                        e.y = y
+                        e.p = typ
+                        n += 1
+                    else:
+                        dropped += 1
                 if n > n0:
                     if t < tmax:
                         late += n - n0
@@ -408,7 +417,7 @@ def encode_evt3(t, x, y, p, out, vectorize, th_every_us):
     Events are encoded in the given order, which the decoder reproduces exactly: TIME_HIGH when the high part
     changes (intermediate TIME_HIGH words are inserted across gaps, at least every ``th_every_us`` µs, so wraps
     are never missed), TIME_LOW when the low part changes, ADDR_Y when the row changes. With ``vectorize``, a run
-    of ≥ 3 consecutive events with equal t, y, p and strictly increasing x within 32 columns becomes
+    of ≥ 3 consecutive events with equal t, y, p and increasing x (steps of at most 12 columns) becomes
     VECT_BASE_X + VECT_12 / VECT_8 words. Timestamps must be ≥ 0; the decoder returns them modulo 2^24 µs plus
     the loops it counts from the first TIME_HIGH (so a stream starting after 16.7 s decodes with an offset).
     Returns the number of words written.
@@ -445,30 +454,28 @@ def encode_evt3(t, x, y, p, out, vectorize, th_every_us):
             out[k] = np.uint16(y[i] & 0x7FF)
             k += 1
             cur_y = y[i]
-        # a run for a vector?
+        # a run for a vector: same t, y, p, increasing x with gaps of at most 12 columns
         j = i + 1
         if vectorize:
             while (j < n and t[j] == ti and y[j] == y[i] and p[j] == p[i] and x[j] > x[j - 1]
-                   and x[j] - x[i] < 32):
+                   and x[j] - x[j - 1] <= 12 and x[j] < 2048):
                 j += 1
         if j - i >= 3:
             x0 = np.int64(x[i])
             out[k] = 0x3000 | (np.int64(p[i] & 1) << 11) | x0
             k += 1
             span = np.int64(x[j - 1]) - x0 + 1
-            m = np.int64(0)
-            for q in range(i, j):
-                m |= np.int64(1) << (np.int64(x[q]) - x0)
             off = 0
+            q = i
             while off < span:
-                left = span - off
-                if left > 8:
-                    out[k] = 0x4000 | ((m >> off) & 0xFFF)
-                    off += 12
-                else:
-                    out[k] = 0x5000 | ((m >> off) & 0xFF)
-                    off += 8
+                nb = 12 if span - off > 8 else 8
+                m = np.int64(0)
+                while q < j and np.int64(x[q]) - x0 < off + nb:
+                    m |= np.int64(1) << (np.int64(x[q]) - x0 - off)
+                    q += 1
+                out[k] = (0x4000 if nb == 12 else 0x5000) | m
                 k += 1
+                off += nb
             i = j
         else:
             out[k] = 0x2000 | (np.int64(p[i] & 1) << 11) | (np.int64(x[i]) & 0x7FF)

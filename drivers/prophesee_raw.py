@@ -532,12 +532,16 @@ def _resolve_sensor_size(header: RawHeader | DatHeader, sensor_size, chunk_bytes
     return w, h
 
 
-def _read_header_any(path: str | os.PathLike, evt_format: str | None) -> RawHeader | DatHeader:
-    """RAW or DAT, by content: a header with ``evt``/``format`` is RAW; ``.dat`` files otherwise are DAT."""
+def _read_header_any(path: str | os.PathLike, evt_format: str | None,
+                     kind: Literal["auto", "raw", "dat"] = "auto") -> RawHeader | DatHeader:
+    """RAW or DAT: ``kind`` or ``evt_format`` decide; with ``auto``, a ``.dat`` file whose header has no
+    ``evt``/``format`` line is DAT, anything else RAW."""
     p = _check_path(path)
-    if evt_format == "DAT":
+    if evt_format == "DAT" or kind == "dat":
+        if evt_format not in (None, "DAT"):
+            raise ValueError(f"evt_format must be None or 'DAT' for a DAT file (got {evt_format!r})")
         return read_dat_header(p)
-    if evt_format is None and p.suffix.lower() == ".dat":
+    if evt_format is None and kind == "auto" and p.suffix.lower() == ".dat":
         _, fields, _, _ = _read_text_header(p, "DAT")
         if "evt" not in fields and "format" not in fields:
             return read_dat_header(p)
@@ -560,10 +564,10 @@ class FileDecoder:
 
     def __init__(self, path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  sensor_size: tuple[int, int] | None = None, evt_format: DecoderFormat | None = None,
-                 warn: bool = True, _stacklevel: int = 3) -> None:
+                 warn: bool = True, kind: Literal["auto", "raw", "dat"] = "auto", _stacklevel: int = 3) -> None:
         if int(chunk_bytes) < 1:
             raise ValueError(f"chunk_bytes must be >= 1 (got {chunk_bytes!r})")
-        self.header = _read_header_any(path, evt_format)
+        self.header = _read_header_any(path, evt_format, kind)
         self.path = self.header.path
         self.format = self.header.format
         self.chunk_bytes = int(chunk_bytes)
@@ -587,6 +591,10 @@ class FileDecoder:
         """Like iterating, but yields ``(events, late)``; ``late`` > 0 means the array is not time-sorted or
         starts before an earlier event."""
         return self._it
+
+    def close(self) -> None:
+        """Stop decoding and close the file (also when iteration stopped half-way)."""
+        self._it.close()
 
     def _update_stats(self) -> None:
         s = self.decoder.stats()
@@ -637,13 +645,14 @@ class FileDecoder:
                               f"{self.stats.events} events, stopped at byte {self.stats.truncated_at}")
 
 
-def _stats_message(stats: DecodeStats, sensor_size: tuple[int, int], clamped: int = 0) -> str:
+def _stats_message(stats: DecodeStats, sensor_size: tuple[int, int], clamped: int = 0,
+                   look_behind_us: int = DEFAULT_LOOK_BEHIND_US) -> str:
     parts = []
     if stats.dropped_events:
         w, h = sensor_size
         parts.append(f"dropped {stats.dropped_events} events outside the {w}x{h} sensor (x >= {w} or y >= {h})")
     if clamped:
-        parts.append(f"clamped {clamped} events that arrived later than the {DEFAULT_LOOK_BEHIND_US} µs look-behind "
+        parts.append(f"clamped {clamped} events that arrived later than the {look_behind_us} µs look-behind "
                      "to the packet start (time went backwards: corrupt data?)")
     if stats.unknown_words:
         parts.append(f"skipped {stats.unknown_words} words of reserved types (corrupt data?)")
@@ -710,11 +719,12 @@ class _PropheseeFileSource(SingleUse):
     frames = None
     event_indices = None
 
-    def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None,
-                 chunk_bytes: int, look_behind_us: int, evt_format: DecoderFormat | None) -> None:
+    def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None, chunk_bytes: int,
+                 look_behind_us: int, evt_format: DecoderFormat | None, kind: Literal["raw", "dat"]) -> None:
         if int(look_behind_us) < 0:
             raise ValueError(f"look_behind_us must be >= 0 (got {look_behind_us!r})")
-        self._decoder = FileDecoder(path, chunk_bytes, sensor_size, evt_format, warn=False, _stacklevel=5)
+        self._decoder = FileDecoder(path, chunk_bytes, sensor_size, evt_format, warn=False, kind=kind,
+                                    _stacklevel=5)
         self.path = self._decoder.path
         self.header = self._decoder.header
         self.sensor_size = self._decoder.sensor_size
@@ -774,21 +784,25 @@ class _PropheseeFileSource(SingleUse):
             else:
                 chunk = ev
             t = chunk["t"]
-            if t_start is None:
-                t_start = int(t[0])
             cut_t = int(t[-1]) - lb if lb else int(t[-1])
             cut = int(np.searchsorted(t, cut_t, side="left"))
             if cut == 0:
                 pending = chunk
                 continue
             pending = chunk[cut:]
+            if t_start is None:
+                t_start = int(t[0])
             yield EventPacket(chunk[:cut], t_start, cut_t, time.monotonic(), size)
             t_start = boundary = cut_t
+        if self._closed:
+            return
         if pending is not None and pending.size:
+            if t_start is None:
+                t_start = int(pending["t"][0])
             yield EventPacket(pending, t_start, int(pending["t"][-1]) + 1, time.monotonic(), size)
         if error is None:
             self._decoder._update_stats()
-        msg = _stats_message(self._decoder.stats, size, self.clamped_events)
+        msg = _stats_message(self._decoder.stats, size, self.clamped_events, lb)
         if msg:
             warnings.warn(f"{self.path}: {msg}", DecodeWarning, stacklevel=2)
         if error is not None:
@@ -796,6 +810,7 @@ class _PropheseeFileSource(SingleUse):
 
     def close(self) -> None:
         self._closed = True
+        self._decoder.close()
 
     def __repr__(self) -> str:
         w, h = self.sensor_size
@@ -823,12 +838,7 @@ class PropheseeRawSource(_PropheseeFileSource):
     def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None = None,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, look_behind_us: int = DEFAULT_LOOK_BEHIND_US,
                  evt_format: RawFormat | None = None) -> None:
-        p = _check_path(path)
-        if evt_format is None and p.suffix.lower() == ".dat":
-            read_raw_header(p)  # a DAT file named .dat is refused with the RAW message
-        super().__init__(p, sensor_size, chunk_bytes, look_behind_us, evt_format)
-        if self.format == "DAT":
-            raise SourceError(f"{p}: is a DAT file; open it with DatSource")
+        super().__init__(path, sensor_size, chunk_bytes, look_behind_us, evt_format, "raw")
 
 
 class DatSource(_PropheseeFileSource):
@@ -837,7 +847,7 @@ class DatSource(_PropheseeFileSource):
 
     def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None = None,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, look_behind_us: int = DEFAULT_LOOK_BEHIND_US) -> None:
-        super().__init__(path, sensor_size, chunk_bytes, look_behind_us, "DAT")
+        super().__init__(path, sensor_size, chunk_bytes, look_behind_us, None, "dat")
 
 
 # ============================================================================ encoders (tests, benchmarks, export)

@@ -19,6 +19,7 @@ _BY_SUFFIX: dict[str, str] = {
     ".plan": "livenight.engines.trt_engine:TensorRTEngine",
     ".pt": "livenight.engines.torch_engine:TorchEngine",
     ".pth": "livenight.engines.torch_engine:TorchEngine",
+    ".tar": "livenight.engines.torch_engine:TorchEngine",  # rpg_e2vid's *.pth.tar
 }
 _BY_NAME = {"torch": ".pth", "onnxruntime": ".onnx", "tensorrt": ".engine"}
 assert list(_BY_SUFFIX) == sorted(_BY_SUFFIX), "keep the engine table sorted"
@@ -43,3 +44,22 @@ def open_engine(path: str | os.PathLike, sensor_size: tuple[int, int], kind: str
     if not Path(path).exists():
         raise SourceNotFoundError(f"{path}: no such model file")
     return engine_class(path, kind)(path, sensor_size, **options)
+
+
+def checkpoint_engine(path: str | os.PathLike, sensor_size: tuple[int, int], device: str = "cpu",
+                      dtype: str = "float32", exact_letc: bool = False, crop: bool = False):
+    """A torch engine for a checkpoint, picking the family from its content: E2VID / E2VID+ / FireNet / FireNet+
+    (their voxel grid and post-processing) or NER-Net (LETC)."""
+    from livenight.model.checkpoint import read_checkpoint
+    from livenight.model.e2vid import detect_family, model_from_checkpoint
+
+    ck = read_checkpoint(path)
+    if detect_family(ck) is not None:
+        from .e2vid_engine import E2VIDEngine
+
+        model, family = model_from_checkpoint(ck, sensor_size, source=str(path))
+        return E2VIDEngine(model, sensor_size, device=device, dtype=dtype, family=family, name=Path(path).name)
+    del ck
+    from .torch_engine import TorchEngine
+
+    return TorchEngine(path, sensor_size, device=device, dtype=dtype, exact_letc=exact_letc, crop=crop)

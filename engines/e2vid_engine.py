@@ -118,13 +118,15 @@ class E2VIDEngine(EngineBase):
 
     # ------------------------------------------------------------------ building
     def _build(self):
+        from torch import nn
+
         from livenight.model.e2vid import E2VIDRecurrent, FireNet, load_e2vid_family
 
         m = self._model_arg
         if isinstance(m, (str, os.PathLike)):
             model, _ = load_e2vid_family(m, self.sensor_size, family=self._family_arg)
             return model
-        if callable(m) and not isinstance(m, (E2VIDRecurrent, FireNet)):
+        if callable(m) and not isinstance(m, nn.Module):
             m = m()
         if isinstance(m, (E2VIDRecurrent, FireNet)):
             return m
@@ -140,6 +142,10 @@ class E2VIDEngine(EngineBase):
         if tuple(model.cfg.sensor_size) != self.sensor_size:
             raise EngineMismatchError(f"model was built for {model.cfg.sensor_size[0]}x{model.cfg.sensor_size[1]} "
                                       f"but the source is {self.sensor_size[0]}x{self.sensor_size[1]}")
+        if model.cfg.family == "E2VID+" and model.cfg.num_bins == 10:
+            raise EngineMismatchError("this E2VID+ checkpoint takes 10 input channels: an event_cnn_minimal 'update' "
+                                      "model fed 5 ON + 5 OFF bins (--update); livenight feeds the 5 combined bins "
+                                      "of the paper models and does not support it")
         self.model = model.eval()
         self.cfg = model.cfg
         self.family = model.cfg.family
@@ -163,7 +169,8 @@ class E2VIDEngine(EngineBase):
         self._frame_t = torch.from_numpy(self._frame)
         self._left, _, self._top, _ = self.cfg.padding()
         self._bounds: deque[tuple[float, float]] = deque()
-        self.info = EngineInfo(name=self.info.name, backend="torch", device=str(self.device), dtype=self.dtype_name,
+        label = self.info.name if self.info.name != "E2VID-family" else self.family
+        self.info = EngineInfo(name=label, backend="torch", device=str(self.device), dtype=self.dtype_name,
                                sensor_size=self.sensor_size, input_kind="events")
 
     def _close_impl(self) -> None:

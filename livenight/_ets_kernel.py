@@ -20,6 +20,20 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
+def validate(t, x, y, width, height, t_prev):
+    """``(0, −1)`` when all events lie on the sensor and ``t`` is sorted and ``>= t_prev``; else the first fault:
+    ``(1, i)`` event i off the sensor, ``(2, i)`` ``t[i] < t[i−1]`` (``t_prev`` for i = 0)."""
+    last = t_prev
+    for i in range(t.shape[0]):
+        if x[i] >= width or y[i] >= height:
+            return 1, i
+        if t[i] < last:
+            return 2, i
+        last = t[i]
+    return 0, -1
+
+
+@numba.njit(cache=True, nogil=True)
 def process(t, x, y, p, width, xb, state, thr_on, thr_off, soft_ceil, tc, low):
     """Run the sequential ETS rule over time-sorted events, updating the per-pixel state in place.
 
@@ -144,6 +158,35 @@ def radix_sort(keys, lo_bit, hi_bit, digit_bits):
             c[d] = pos + 1
             b[pos] = k
         a, b = b, a
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def sort_keys(keys, shift, nbits, digit_bits, budget):
+    """Stable sort of event keys on bits ``[1, nbits)`` (bit 0, the polarity, rides along); returns a new array.
+
+    Same result as one radix sort on ``[1, nbits)``, cheaper: a stable LSD radix sort on the time bits
+    ``[shift, nbits)`` only, then one stable insertion pass on bits ``[1, nbits)``. After the first stage an
+    element can only be out of place among keys of equal time, so the insertion pass moves elements within
+    runs of equal time and costs O(n + moves); runs are a handful of events on real data. If the moves exceed
+    ``budget`` (long runs of equal times), the pixel bits are radix-sorted instead.
+    """
+    a = radix_sort(keys, shift, nbits, digit_bits)
+    n = a.shape[0]
+    moves = 0
+    for u in range(1, n):
+        k = a[u]
+        kk = k >> 1
+        if (a[u - 1] >> 1) <= kk:
+            continue
+        v = u - 1
+        while v >= 0 and (a[v] >> 1) > kk:  # strict: equal (time, pixel) keep their order
+            a[v + 1] = a[v]
+            v -= 1
+        a[v + 1] = k
+        moves += u - 1 - v
+        if moves > budget:
+            return radix_sort(keys, 1, nbits, digit_bits)
     return a
 
 

@@ -166,8 +166,10 @@ def _engine(args, sensor_size):
             raise SourceNotFoundError(f"{args.model}: no such model file")
         cls = engine_class(args.model, None if kind == "model" else kind)
         if cls.__name__ == "TorchEngine":
-            return cls(args.model, sensor_size, device=args.device, dtype=args.dtype, exact_letc=args.exact_letc,
-                       crop=args.crop)
+            from livenight.engines import checkpoint_engine
+
+            return checkpoint_engine(args.model, sensor_size, device=args.device, dtype=args.dtype,
+                                     exact_letc=args.exact_letc, crop=args.crop)
         if cls.__name__ == "TensorRTEngine":
             return cls(args.model, sensor_size, device=args.device if args.device != "cpu" else "cuda", crop=args.crop)
         return cls(args.model, sensor_size, crop=args.crop)

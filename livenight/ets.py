@@ -133,21 +133,30 @@ def _sensor(sensor_size) -> tuple[int, int]:
     return width, height
 
 
-def _check_input(events, sensor: tuple[int, int], what: str) -> None:
+def _check_input(events, sensor: tuple[int, int], what: str, t_prev: int | None = None) -> bool:
+    """Raise on a wrong dtype or an event off the sensor; return whether ``t`` is sorted (and ``>= t_prev``)."""
     if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
         got = getattr(events, "dtype", type(events).__name__)
         raise ShapeError(f"{what}: expected a 1-D array of livenight.events.EVENT_DTYPE (got {got})")
-    if events.size:
-        width, height = sensor
-        out = np.flatnonzero((events["x"] >= width) | (events["y"] >= height))
+    width, height = sensor
+    t = events["t"]
+    code, i = _kernels().validate(t, events["x"], events["y"], width, height,
+                                  -_INT64_MAX - 1 if t_prev is None else t_prev)
+    if code == 2:  # sorted up to i − 1: the rest may still hold an event off the sensor
+        tail = events[i:]
+        out = np.flatnonzero((tail["x"] >= width) | (tail["y"] >= height))
         if out.size:
-            e = events[out[0]]
-            raise SourceError(f"{what}: event {int(out[0])} at (x={int(e['x'])}, y={int(e['y'])}) lies outside "
-                              f"the {width}x{height} sensor")
+            code, i = 1, i + int(out[0])
+    if code == 1:
+        e = events[i]
+        raise SourceError(f"{what}: event {i} at (x={int(e['x'])}, y={int(e['y'])}) lies outside "
+                          f"the {width}x{height} sensor")
+    return code == 0
 
 
 # ---------------------------------------------------------------------------- the streaming core
 _MAX_DIGIT_BITS = 10  # 1024-bucket radix passes: histograms and write heads stay in L1
+_MOVES_PER_EVENT = 8  # insertion moves allowed per event when ordering pixels within equal times (see sort_keys)
 
 
 class EtsStream:
@@ -175,8 +184,8 @@ class EtsStream:
         self._thr_off = _threshold(t_off_us, "t_off_us")
         self._soft = _soft_ceil(soft_us)
         self._state = np.zeros((self.num_pixels, 4), dtype=np.int64)  # zeros = no pixel has fired
-        self._held_t = np.empty(0, np.int64)  # held-back events, sorted: corrected t and low key part
-        self._held_low = np.empty(0, np.int64)
+        # held-back events: one sorted run per pushed chunk, in stream order, as (corrected t, low key part)
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
         self._last_t: int | None = None
         self._finished = False
         #: events pushed / returned, trails begun, events whose timestamp changed, largest shift (µs), largest
@@ -191,7 +200,7 @@ class EtsStream:
     @property
     def held(self) -> int:
         """Events processed but not returned yet."""
-        return int(self._held_t.shape[0])
+        return sum(int(r[0].shape[0]) for r in self._runs)
 
     def push(self, events: np.ndarray) -> np.ndarray:
         """Process a time-sorted chunk (not earlier than the previous one); return what is safe to emit, sorted."""
@@ -203,71 +212,105 @@ class EtsStream:
         self._finished = True
         return out
 
-    def _push(self, events: np.ndarray, final: bool, checked: bool = False) -> np.ndarray:
+    def _sorted_keys(self, tc: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """Packed keys of (tc, low) sorted stably by (tc, pixel), and their time base; None if they do not fit."""
+        k, s = self._k, self._shift
+        t_min = int(tc.min())
+        nbits = (int(tc.max()) - t_min).bit_length() + s
+        if nbits > _MAX_KEY_BITS:  # a span too long for one 62-bit key (about 2**(62 − s) µs)
+            return None
+        t_bits = nbits - s
+        digit = -(-t_bits // -(-t_bits // _MAX_DIGIT_BITS)) if t_bits else _MAX_DIGIT_BITS
+        keys = k.make_keys(tc, low, t_min, s)
+        return k.sort_keys(keys, s, nbits, digit, _MOVES_PER_EVENT * keys.shape[0] + 64), t_min
+
+    def _sort(self, tc: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stable sort of (tc, low) pairs by (tc, pixel); ties keep their order (stream order)."""
+        n = tc.shape[0]
+        if n < 2:
+            return tc, low
+        packed = self._sorted_keys(tc, low)
+        if packed is None:  # exact, slower
+            order = np.lexsort((low >> 1, tc))
+            return tc[order], low[order]
+        keys, t_min = packed
+        return self._k.split_keys(keys, 0, n, t_min, self._shift)
+
+    def _process(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = int(events.shape[0])
+        tc = np.empty(n, np.int64)
+        low = np.empty(n, np.int64)
+        trails, moved, shift = self._k.process(events["t"], events["x"], events["y"], events["p"],
+                                               self.sensor_size[0], self._xb, self._state, self._thr_on,
+                                               self._thr_off, self._soft, tc, low)
+        self.trails += int(trails)
+        self.moved += int(moved)
+        self.max_shift_us = max(self.max_shift_us, int(shift))
+        self._last_t = int(events["t"][-1])
+        self.events_in += n
+        return tc, low
+
+    def _whole(self, events: np.ndarray) -> np.ndarray:
+        """A fresh stream given everything at once (checked, time-sorted, non-empty): one sort, no split."""
+        tc, low = self._process(events)
+        n = tc.shape[0]
+        out = np.empty(n, dtype=EVENT_DTYPE)
+        packed = self._sorted_keys(tc, low)
+        if packed is None:
+            tc, low = self._sort(tc, low)
+            self._k.decode(tc, low, False, 0, n, 0, self._shift, self._xb, self._yb, out["t"], out["x"], out["y"],
+                           out["p"])
+        else:
+            keys, t_min = packed
+            self._k.decode(keys, keys, True, 0, n, t_min, self._shift, self._xb, self._yb, out["t"], out["x"],
+                           out["y"], out["p"])
+        self.events_out = n
+        self._finished = True
+        return out
+
+    def _push(self, events: np.ndarray, final: bool) -> np.ndarray:
         if self._finished:
             raise RuntimeError("EtsStream: flush() was called; start a new stream")
         what = "EtsStream.push"
         k = self._k
-        if not checked:
-            _check_input(events, self.sensor_size, what)
-            if events.size:
-                t = events["t"]
-                back = np.flatnonzero(t[1:] < t[:-1])
-                if back.size:
-                    i = int(back[0]) + 1
-                    raise SourceError(f"{what}: timestamps not sorted at index {i}: t={int(t[i])} µs after "
-                                      f"t={int(t[i - 1])} µs")
-                if self._last_t is not None and int(t[0]) < self._last_t:
-                    raise SourceError(f"{what}: t={int(t[0])} µs precedes the previous chunk's last event "
-                                      f"(t={self._last_t} µs)")
-        n = int(events.shape[0])
-        if n:
-            tc = np.empty(n, np.int64)
-            low = np.empty(n, np.int64)
-            trails, moved, shift = k.process(events["t"], events["x"], events["y"], events["p"],
-                                             self.sensor_size[0], self._xb, self._state, self._thr_on,
-                                             self._thr_off, self._soft, tc, low)
-            self.trails += int(trails)
-            self.moved += int(moved)
-            self.max_shift_us = max(self.max_shift_us, int(shift))
-            self._last_t = int(events["t"][-1])
-            self.events_in += n
-            if self.held:  # held first: they are earlier in the stream
-                tc = np.concatenate([self._held_t, tc])
-                low = np.concatenate([self._held_low, low])
-            sort = True
-        else:  # nothing new: the held events are already in order
-            tc, low = self._held_t, self._held_low
-            sort = False
-        total = int(tc.shape[0])
-        if final or self._last_t is None:
+        if not _check_input(events, self.sensor_size, what, self._last_t):
+            t = events["t"]
+            if self._last_t is not None and int(t[0]) < self._last_t:
+                raise SourceError(f"{what}: t={int(t[0])} µs precedes the previous chunk's last event "
+                                  f"(t={self._last_t} µs)")
+            i = int(np.flatnonzero(t[1:] < t[:-1])[0]) + 1
+            raise SourceError(f"{what}: timestamps not sorted at index {i}: t={int(t[i])} µs after "
+                              f"t={int(t[i - 1])} µs")
+        if events.size:
+            self._runs.append(self._sort(*self._process(events)))
+        if final:
             bound = None
+        elif self._last_t is None:
+            bound = -_INT64_MAX  # nothing seen yet: nothing to emit
         else:
             bound = int(k.future_lower_bound(self._state, self._last_t, self._thr_on, self._thr_off))
-        s, xb, yb = self._shift, self._xb, self._yb
-        t_min = int(tc.min()) if total else 0
-        nbits = (int(tc.max()) - t_min).bit_length() + s if total else 0
-        if sort and nbits <= _MAX_KEY_BITS:
-            keys = k.make_keys(tc, low, t_min, s)
-            n_pass = -(-(nbits - 1) // _MAX_DIGIT_BITS)
-            keys = k.radix_sort(keys, 1, nbits, -(-(nbits - 1) // n_pass))
-            if bound is None:
-                cut = total
-            else:
-                cut = 0 if bound <= t_min else int(np.searchsorted(keys, (bound - t_min) << s, side="left"))
-            out = np.empty(cut, dtype=EVENT_DTYPE)
-            k.decode(keys, keys, True, 0, cut, t_min, s, xb, yb, out["t"], out["x"], out["y"], out["p"])
-            self._held_t, self._held_low = k.split_keys(keys, cut, total, t_min, s)
+        # every run is sorted; its events below the bound go out now, the rest stays (a suffix of the run)
+        heads, runs = [], []
+        for rt, rl in self._runs:
+            m = rt.shape[0]
+            cut = m if bound is None else int(np.searchsorted(rt, bound, side="left"))
+            if cut:
+                heads.append((rt[:cut], rl[:cut]))
+            if cut < m:
+                # a short tail is copied so that the emitted part of a big run can be freed
+                runs.append((rt[cut:], rl[cut:]) if 2 * (m - cut) > m else (rt[cut:].copy(), rl[cut:].copy()))
+        self._runs = runs
+        if len(heads) == 1:
+            tc, low = heads[0]
+        elif heads:  # runs are in stream order, so a stable sort of their concatenation keeps ties in order
+            tc, low = self._sort(np.concatenate([h[0] for h in heads]), np.concatenate([h[1] for h in heads]))
         else:
-            if sort:  # a time span too long for one 62-bit key (about 2**(62 − S) µs): exact, slower
-                order = np.lexsort((low >> 1, tc))
-                tc, low = tc[order], low[order]
-            cut = total if bound is None else int(np.searchsorted(tc, bound, side="left"))
-            out = np.empty(cut, dtype=EVENT_DTYPE)
-            k.decode(tc, low, False, 0, cut, 0, s, xb, yb, out["t"], out["x"], out["y"], out["p"])
-            self._held_t, self._held_low = tc[cut:].copy(), low[cut:].copy()
-        self.peak_held = max(self.peak_held, total - cut)
-        self.events_out += cut
+            tc = low = np.empty(0, np.int64)
+        m = int(tc.shape[0])
+        out = np.empty(m, dtype=EVENT_DTYPE)
+        k.decode(tc, low, False, 0, m, 0, self._shift, self._xb, self._yb, out["t"], out["x"], out["y"], out["p"])
+        self.peak_held = max(self.peak_held, self.held)
+        self.events_out += m
         return out
 
 
@@ -287,11 +330,10 @@ def ets(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: float = DEFAU
         soft_us: tolerance: the next gap must exceed the previous gap minus ``soft_us``.
     """
     sensor = _sensor(sensor_size)
-    _check_input(events, sensor, "ets")
-    if events.size > 1 and np.any(events["t"][1:] < events["t"][:-1]):
+    if not _check_input(events, sensor, "ets"):
         events = events[np.argsort(events["t"], kind="stable")]
     stream = EtsStream(sensor, t_on_us, t_off_us, soft_us)
-    return stream._push(events, final=True, checked=True)
+    return stream._whole(events) if events.size else np.empty(0, dtype=EVENT_DTYPE)
 
 
 def ets_reference(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: float = DEFAULT_T_ON_US,
@@ -302,7 +344,10 @@ def ets_reference(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: flo
     per-pixel time sort, the sequential rule with the raw (float-capable) parameters, then a stable sort by time.
     """
     width, height = _sensor(sensor_size)
-    _check_input(events, (width, height), "ets_reference")
+    if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
+        raise ShapeError(f"ets_reference: expected a 1-D array of livenight.events.EVENT_DTYPE")
+    if events.size and (int(events["x"].max()) >= width or int(events["y"].max()) >= height):
+        raise SourceError(f"ets_reference: events lie outside the {width}x{height} sensor")
     if events.size == 0:
         return np.empty(0, dtype=EVENT_DTYPE)
     ts = events["t"].tolist()

@@ -14,7 +14,7 @@ Why it is like this:
 * Families differ outside the weights: E2VID ends in a sigmoid and pads by reflection; E2VID+ has no output
   activation (its config's ``final_activation`` is ``""``) and pads with zeros (event_cnn_minimal's
   ``CropParameters``); FireNet / FireNet+ run at full resolution without padding. Inputs are normalised for E2VID
-  and FireNet only (see :mod:`engines.e2vid_engine`). The config records all of it.
+  and FireNet only (see :mod:`livenight.engines.e2vid_engine`). The config records all of it.
 * Like :class:`~livenight.model.nernet.NERNet`, the U-Net pads inside ``forward`` to a multiple of
   ``2**num_encoders`` (top/left get the larger half, as the official ``CropParameters`` split it) and returns the
   padded image; ``cfg.padding()`` says where to crop.
@@ -515,7 +515,7 @@ def _count_indexed(sd: dict, prefix: str) -> int:
 
 def _unet_config(family: str, kw: dict, sd: dict, sensor_size, source: str) -> E2VIDConfig:
     """Config of a U-Net checkpoint: the file's kwargs, with anything it leaves out read off the weights."""
-    _refuse_options(kw, {"skip_type": ("sum",), "norm": (None,)}, source)
+    _refuse_options(kw, {"skip_type": ("sum",), "norm": (None,), "channel_multiplier": (2,)}, source)
     head = sd.get("unetrecurrent.head.conv2d.weight")
     n_enc = _count_indexed(sd, "unetrecurrent.encoders.")
     n_res = _count_indexed(sd, "unetrecurrent.resblocks.")
@@ -556,7 +556,8 @@ def _firenet_config(family: str, kw: dict, sd: dict, sensor_size, source: str) -
                          "num_residual_blocks": (2,), "final_activation": (None,)}, source)
     rb = kw.get("recurrent_blocks")
     if rb is not None and (not isinstance(rb, dict) or list(rb.get("resblock", [])) != [0]):
-        raise EngineMismatchError(f"{source}: recurrent_blocks={rb!r} is not supported (FireNet has {{'resblock': [0]}})")
+        raise EngineMismatchError(f"{source}: recurrent_blocks={rb!r} is not supported "
+                                  "(FireNet has {'resblock': [0]})")
     head = sd.get("head.conv2d.weight")
     return FireNetConfig(family=family,
                          num_bins=int(kw.get("num_bins", head.shape[1] if head is not None else 5)),

@@ -95,9 +95,12 @@ class ViewerWindow(QtWidgets.QWidget):
         self.status.setWordWrap(True)
         self.status.setFocusPolicy(Qt.NoFocus)
         self.status.setTextInteractionFlags(Qt.NoTextInteraction)
-        mono = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.FixedFont)
-        self.status.setFont(mono)
+        mono = QtGui.QFont("monospace")
+        mono.setStyleHint(QtGui.QFont.TypeWriter)
         self.status.setStyleSheet("QLabel { background: #111; color: #ddd; padding: 4px; }")
+        self.status.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        # a fixed height (3 lines), so a status text that wraps differently never resizes the pictures
+        self.status.setFixedHeight(3 * self.status.fontMetrics().lineSpacing() + 10)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -105,18 +108,20 @@ class ViewerWindow(QtWidgets.QWidget):
         layout.addWidget(self.status, 0)
 
         side = show_events or show_reference
-        self.view.addLabel("reconstruction", row=0, col=0, color="#aaa", size="9pt")
+        grid = self.view.ci.layout
+        self._label("reconstruction", row=0, col=0)
         self.recon_vb, self.recon_item = self._panel(row=1, col=0, rowspan=3 if side else 1)
         self.event_vb = self.event_item = self.ref_vb = self.ref_item = None
         row = 0
         if show_events:
-            self.view.addLabel("events (ON red, OFF blue)", row=row, col=1, color="#aaa", size="9pt")
+            self._label("events (ON red, OFF blue)", row=row, col=1)
             self.event_vb, self.event_item = self._panel(row=row + 1, col=1)
             row += 2
         if show_reference:
-            self.view.addLabel("reference frame", row=row, col=1, color="#aaa", size="9pt")
+            self._label("reference frame", row=row, col=1)
             self.ref_vb, self.ref_item = self._panel(row=row + 1, col=1)
-        grid = self.view.ci.layout
+        for r in range(4):
+            grid.setRowStretchFactor(r, r % 2)  # labels keep their height, pictures share the rest
         if side:
             grid.setColumnStretchFactor(0, 2)
             grid.setColumnStretchFactor(1, 1)
@@ -133,8 +138,12 @@ class ViewerWindow(QtWidgets.QWidget):
 
         width, height = (int(v) for v in sensor_size)
         cols = 1.5 if side else 1.0
-        scale = min(3.0, max(0.5, 1000.0 / (cols * width)))
-        self.resize(int(cols * width * scale), int(height * scale) + 70)
+        scale = min(6.0, max(0.5, 1000.0 / (cols * width)))
+        self.resize(int(cols * width * scale), int(height * scale) + 20 + self.status.height())
+
+    def _label(self, text: str, row: int, col: int) -> None:
+        label = self.view.addLabel(text, row=row, col=col, color="#aaa", size="9pt")
+        label.setMaximumHeight(20)
 
     def _panel(self, row: int, col: int, rowspan: int = 1):
         vb = self.view.addViewBox(row=row, col=col, rowspan=rowspan, lockAspect=True, invertY=True,
