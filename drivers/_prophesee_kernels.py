@@ -394,21 +394,6 @@ def decode_dat(words, state, out, width, height):
     return n, nr
 
 
-# ---------------------------------------------------------------------------- helpers
-@numba.njit(cache=True, nogil=True)
-def coordinate_max(events):
-    """(max x, max y) of an event array, (-1, -1) when empty."""
-    mx = -1
-    my = -1
-    for i in range(events.shape[0]):
-        e = events[i]
-        if e.x > mx:
-            mx = e.x
-        if e.y > my:
-            my = e.y
-    return mx, my
-
-
 # ---------------------------------------------------------------------------- encoders (tests, benchmarks, export)
 @numba.njit(cache=True, nogil=True)
 def encode_evt3(t, x, y, p, out, vectorize, th_every_us):

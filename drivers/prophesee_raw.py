@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import time
@@ -605,14 +606,16 @@ class FileDecoder:
     def _chunks(self) -> Iterator[tuple[np.ndarray, int]]:
         wb = self.decoder.word_bytes
         dtype = self.decoder.word_dtype
-        buf = bytearray(self.chunk_bytes + wb)
+        payload = max(0, self.path.stat().st_size - self.header.payload_offset)
+        chunk_bytes = max(1, min(self.chunk_bytes, payload))  # a small file gets a small buffer
+        buf = bytearray(chunk_bytes + wb)
         view = memoryview(buf)
         offset = self.header.payload_offset  # file offset of buf[0]
         keep = 0  # bytes of a partial word at the front of buf
         with open(self.path, "rb", buffering=0) as f:
             f.seek(offset)
             while True:
-                got = f.readinto(view[keep:keep + self.chunk_bytes])
+                got = f.readinto(view[keep:keep + chunk_bytes])
                 if not got:
                     break
                 total = keep + got
@@ -622,6 +625,7 @@ class FileDecoder:
                     for item in self.decoder.decode_words(words):
                         yield item
                     del words
+                    self._update_stats()
                     self.decoder._check_garbage(str(self.path), offset + whole)
                 keep = total - whole
                 if keep:
@@ -773,7 +777,7 @@ class _PropheseeFileSource(SingleUse):
                 ev = _take(ev, np.argsort(ev["t"], kind="stable"))
                 if boundary is not None:
                     t = ev["t"]
-                    n_old = int(np.searchsorted(t, boundary, side="left"))
+                    n_old = bisect.bisect_left(t, boundary)
                     if n_old:
                         t[:n_old] = boundary
                         self.clamped_events += n_old
@@ -785,7 +789,7 @@ class _PropheseeFileSource(SingleUse):
                 chunk = ev
             t = chunk["t"]
             cut_t = int(t[-1]) - lb if lb else int(t[-1])
-            cut = int(np.searchsorted(t, cut_t, side="left"))
+            cut = bisect.bisect_left(t, cut_t)  # np.searchsorted would copy the strided column first
             if cut == 0:
                 pending = chunk
                 continue

@@ -20,17 +20,47 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def validate(t, x, y, width, height, t_prev):
-    """``(0, −1)`` when all events lie on the sensor and ``t`` is sorted and ``>= t_prev``; else the first fault:
-    ``(1, i)`` event i off the sensor, ``(2, i)`` ``t[i] < t[i−1]`` (``t_prev`` for i = 0)."""
+def validate(t, x, y, p, width, height, t_prev):
+    """``(0, −1)`` when all events lie on the sensor, ``p`` is 0/1 and ``t`` is sorted and ``>= t_prev``; else the
+    first fault: ``(1, i)`` event i off the sensor, ``(3, i)`` a polarity other than 0/1, ``(2, i)``
+    ``t[i] < t[i−1]`` (``t_prev`` for i = 0; the scan goes on for faults 1 and 3, which take precedence)."""
     last = t_prev
+    unsorted = -1
     for i in range(t.shape[0]):
         if x[i] >= width or y[i] >= height:
             return 1, i
-        if t[i] < last:
-            return 2, i
+        if p[i] > 1:
+            return 3, i
+        if t[i] < last and unsorted < 0:
+            unsorted = i
         last = t[i]
+    if unsorted >= 0:
+        return 2, unsorted
     return 0, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _step(state, q, ti, pi, thr_on, thr_off, soft_ceil):
+    """The ETS rule for one event (time ``ti``, polarity ``pi`` ∈ {0, 1}) at pixel ``q``; returns
+    ``(corrected t, continued the trail (0/1), new tag)``. Written without branches (masks), since whether an
+    event continues a trail is data-dependent and would be mispredicted about half the time."""
+    prev_t = state[q, 0]
+    start = state[q, 1]
+    tag = state[q, 2]
+    gap = state[q, 3]
+    d = ti - prev_t
+    mp = -pi  # all ones for ON
+    thr = (thr_on & mp) | (thr_off & ~mp)  # the CURRENT event's polarity
+    # same polarity as the pixel's previous event (tag & 3 == 0: never fired), growing gap, under threshold
+    cont = np.int64((tag & 3) == pi + 1) & np.int64(d > gap) & np.int64(d < thr)
+    m = -cont
+    tag = ((tag + 4) & m) | ((pi + 1) & ~m)  # num + 1, or restart with num = 0
+    start = (start & m) | (ti & ~m)
+    state[q, 0] = ti  # prev_t is the ORIGINAL time, in both branches
+    state[q, 1] = start
+    state[q, 2] = tag
+    state[q, 3] = (d - soft_ceil) & m  # gap = d − soft, or 0 on a restart
+    return start + (tag >> 2), cont, tag
 
 
 @numba.njit(cache=True, nogil=True)
@@ -56,33 +86,36 @@ def process(t, x, y, p, width, xb, state, thr_on, thr_off, soft_ceil, tc, low):
         xi = np.int64(x[i])
         yi = np.int64(y[i])
         pi = np.int64(p[i])
-        q = yi * width + xi
-        low[i] = (((yi << xb) | xi) << 1) | pi
         ti = t[i]
-        tag = state[q, 2]
-        if (tag & 3) == pi + 1:  # the pixel has fired before, with the same polarity
-            d = ti - state[q, 0]
-            thr = thr_on if pi == 1 else thr_off  # the CURRENT event's polarity
-            if d > state[q, 3] and d < thr:
-                tag += 4
-                state[q, 2] = tag
-                state[q, 3] = d - soft_ceil
-                state[q, 0] = ti
-                c = state[q, 1] + (tag >> 2)
-                tc[i] = c
-                if tag < 8:
-                    trails += 1
-                if c != ti:
-                    moved += 1
-                    if ti - c > max_shift:
-                        max_shift = ti - c
-                continue
-        # restart: a new potential trail begins here (also a pixel's first event)
-        state[q, 0] = ti
-        state[q, 1] = ti
-        state[q, 2] = pi + 1
-        state[q, 3] = 0
-        tc[i] = ti
+        c, cont, tag = _step(state, yi * width + xi, ti, pi, thr_on, thr_off, soft_ceil)
+        tc[i] = c
+        low[i] = (((yi << xb) | xi) << 1) | pi
+        trails += cont & np.int64(tag < 8)
+        moved += np.int64(c != ti)
+        max_shift = max(max_shift, ti - c)
+    return trails, moved, max_shift
+
+
+@numba.njit(cache=True, nogil=True)
+def process_keys(t, x, y, p, width, xb, state, thr_on, thr_off, soft_ceil, t_base, shift, keys):
+    """:func:`process` writing packed keys ``(tc − t_base) << shift | low`` instead of ``tc`` and ``low``.
+
+    (Counting the radix histograms here too would be slower than a separate pass: consecutive events share
+    the high time digit, so the increments would form one long store-to-load dependency chain.)
+    """
+    trails = 0
+    moved = 0
+    max_shift = 0
+    for i in range(t.shape[0]):
+        xi = np.int64(x[i])
+        yi = np.int64(y[i])
+        pi = np.int64(p[i])
+        ti = t[i]
+        c, cont, tag = _step(state, yi * width + xi, ti, pi, thr_on, thr_off, soft_ceil)
+        keys[i] = ((c - t_base) << shift) | (((yi << xb) | xi) << 1) | pi
+        trails += cont & np.int64(tag < 8)
+        moved += np.int64(c != ti)
+        max_shift = max(max_shift, ti - c)
     return trails, moved, max_shift
 
 
@@ -125,53 +158,79 @@ def make_keys(tc, low, t_min, shift):
 def radix_sort(keys, lo_bit, hi_bit, digit_bits):
     """Stable LSD radix sort of non-negative int64 ``keys`` on bits ``[lo_bit, hi_bit)``; returns a new array.
 
-    Bits below ``lo_bit`` do not take part (they keep the input order among equal sort bits). All digit
-    histograms are counted in one read pass; a pass whose digit is the same for every key is skipped.
+    Bits below ``lo_bit`` do not take part (they keep the input order among equal sort bits).
     """
-    n = keys.shape[0]
     a = keys.copy()
-    if n < 2 or hi_bit <= lo_bit:
+    if a.shape[0] < 2 or hi_bit <= lo_bit:
         return a
+    return radix_passes(a, histograms(a, lo_bit, hi_bit, digit_bits), lo_bit, digit_bits)
+
+
+@numba.njit(cache=True, nogil=True)
+def histograms(keys, lo_bit, hi_bit, digit_bits):
+    """Digit histograms ``[pass, digit]`` of an LSD radix sort on bits ``[lo_bit, hi_bit)``, in one read pass."""
     n_pass = (hi_bit - lo_bit + digit_bits - 1) // digit_bits
-    radix = 1 << digit_bits
-    mask = radix - 1
-    counts = np.zeros((n_pass, radix), np.int64)
-    for i in range(n):
-        k = a[i] >> lo_bit
+    mask = (1 << digit_bits) - 1
+    counts = np.zeros((max(n_pass, 0), 1 << digit_bits), np.int64)
+    for i in range(keys.shape[0]):
+        k = keys[i] >> lo_bit
         for s in range(n_pass):
             counts[s, (k >> (s * digit_bits)) & mask] += 1
-    b = np.empty_like(a)
-    for s in range(n_pass):
+    return counts
+
+
+@numba.njit(cache=True, nogil=True)
+def radix_passes(keys, counts, lo_bit, digit_bits):
+    """The scatter passes of a stable LSD radix sort, given its digit histograms ``counts[pass, digit]``.
+
+    ``keys`` is used as scratch (clobbered, as is ``counts``): the passes ping-pong between it and one new
+    buffer, and the sorted result is returned (either of the two). A pass whose digit is the same for every
+    key is skipped.
+    """
+    n = keys.shape[0]
+    mask = (1 << digit_bits) - 1
+    src = keys
+    dst = np.empty(0, np.int64)
+    for s in range(counts.shape[0]):
         c = counts[s]
         shift = lo_bit + s * digit_bits
-        if c[(a[0] >> shift) & mask] == n:
+        if n == 0 or c[(src[0] >> shift) & mask] == n:
             continue
+        if dst.shape[0] != n:
+            dst = np.empty_like(keys)
         total = 0
-        for j in range(radix):
+        for j in range(c.shape[0]):
             m = c[j]
             c[j] = total
             total += m
         for i in range(n):
-            k = a[i]
+            k = src[i]
             d = (k >> shift) & mask
             pos = c[d]
             c[d] = pos + 1
-            b[pos] = k
-        a, b = b, a
-    return a
+            dst[pos] = k
+        tmp = src
+        src = dst
+        dst = tmp
+    return src
 
 
 @numba.njit(cache=True, nogil=True)
-def sort_keys(keys, shift, nbits, digit_bits, budget):
-    """Stable sort of event keys on bits ``[1, nbits)`` (bit 0, the polarity, rides along); returns a new array.
+def sort_keys(keys, shift, nbits, digit_bits, budget, counts):
+    """Stable sort of event keys on bits ``[1, nbits)`` (bit 0, the polarity, rides along). ``keys`` is
+    clobbered; the sorted array is returned.
 
     Same result as one radix sort on ``[1, nbits)``, cheaper: a stable LSD radix sort on the time bits
-    ``[shift, nbits)`` only, then one stable insertion pass on bits ``[1, nbits)``. After the first stage an
-    element can only be out of place among keys of equal time, so the insertion pass moves elements within
-    runs of equal time and costs O(n + moves); runs are a handful of events on real data. If the moves exceed
-    ``budget`` (long runs of equal times), the pixel bits are radix-sorted instead.
+    ``[shift, nbits)`` only (``counts``: its digit histograms when already counted, else an empty array), then
+    one stable insertion pass on bits ``[1, nbits)``. After the first stage an element can only be out of
+    place among keys of equal time, so the insertion pass moves elements within runs of equal time and costs
+    O(n + moves); runs are a handful of events on real data. If the moves exceed ``budget`` (long runs of
+    equal times), the time-sorted keys are radix-sorted on all of ``[1, nbits)`` instead (still stable: equal
+    keys are in their original order after the first stage).
     """
-    a = radix_sort(keys, shift, nbits, digit_bits)
+    if counts.shape[0] == 0:
+        counts = histograms(keys, shift, nbits, digit_bits)
+    a = radix_passes(keys, counts, shift, digit_bits)
     n = a.shape[0]
     moves = 0
     for u in range(1, n):
@@ -179,15 +238,51 @@ def sort_keys(keys, shift, nbits, digit_bits, budget):
         kk = k >> 1
         if (a[u - 1] >> 1) <= kk:
             continue
+        if moves > budget:
+            return radix_sort(a, 1, nbits, digit_bits)  # a is a permutation of time-sorted keys: redo from it
         v = u - 1
         while v >= 0 and (a[v] >> 1) > kk:  # strict: equal (time, pixel) keep their order
             a[v + 1] = a[v]
             v -= 1
         a[v + 1] = k
         moves += u - 1 - v
-        if moves > budget:
-            return radix_sort(keys, 1, nbits, digit_bits)
     return a
+
+
+@numba.njit(cache=True, nogil=True)
+def finish_decode(a, budget, t_base, shift, xb, yb, out_t, out_x, out_y, out_p):
+    """The insertion pass of :func:`sort_keys` fused with :func:`decode`, for keys already sorted on time.
+
+    Sorts ``a`` stably on bits ``[1, 64)`` in place by insertion while writing each event out; when an
+    insertion shifts elements, their already written positions are rewritten. Returns False, leaving the
+    job unfinished, when the moves exceed ``budget`` (long runs of equal times; the caller then radix-sorts).
+    """
+    n = a.shape[0]
+    xm = (1 << xb) - 1
+    ym = (1 << yb) - 1
+    moves = 0
+    v = 0
+    for u in range(n):
+        k = a[u]
+        kk = k >> 1
+        lo = u
+        if u > 0 and (a[u - 1] >> 1) > kk:
+            if moves > budget:
+                return False
+            v = u - 1
+            while v >= 0 and (a[v] >> 1) > kk:  # strict: equal (time, pixel) keep their order
+                a[v + 1] = a[v]
+                v -= 1
+            a[v + 1] = k
+            moves += u - 1 - v
+            lo = v + 1
+        for j in range(lo, u + 1):
+            kj = a[j]
+            out_t[j] = (kj >> shift) + t_base
+            out_x[j] = (kj >> 1) & xm
+            out_y[j] = (kj >> (xb + 1)) & ym
+            out_p[j] = kj & 1
+    return True
 
 
 @numba.njit(cache=True, nogil=True)

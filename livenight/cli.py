@@ -179,6 +179,16 @@ def _engine(args, sensor_size):
                                      contrast_off=args.contrast, log_range=args.log_range)
 
 
+def _describe_policy(policy) -> str:
+    from .windowing import CountWindows, TimeWindows
+
+    if isinstance(policy, TimeWindows):
+        return f"{policy.window_us / 1000:g} ms windows every {policy.stride_us / 1000:g} ms"
+    if isinstance(policy, CountWindows):
+        return f"{policy.count} events per window"
+    return "RLED event_indices windows"
+
+
 def _max_gap_us(args, policy) -> int:
     from .windowing import RledWindows
 
@@ -226,6 +236,9 @@ def run_pipeline_command(args) -> int:
             with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
                 stats = pipe.run(progress=bar)
     print(f"livenight: {engine.info.name}: {stats.summary()}")
+    if stats.frames == 0 and stats.events_in:
+        print(f"livenight: no window completed: the recording is shorter than one window "
+              f"({_describe_policy(policy)}); try a shorter --window-ms or --windows count", file=sys.stderr)
     if args.out:
         print(f"livenight: frames written to {Path(args.out).resolve()}")
     return 0

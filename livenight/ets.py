@@ -140,13 +140,10 @@ def _check_input(events, sensor: tuple[int, int], what: str, t_prev: int | None 
         raise ShapeError(f"{what}: expected a 1-D array of livenight.events.EVENT_DTYPE (got {got})")
     width, height = sensor
     t = events["t"]
-    code, i = _kernels().validate(t, events["x"], events["y"], width, height,
+    code, i = _kernels().validate(t, events["x"], events["y"], events["p"], width, height,
                                   -_INT64_MAX - 1 if t_prev is None else t_prev)
-    if code == 2:  # sorted up to i − 1: the rest may still hold an event off the sensor
-        tail = events[i:]
-        out = np.flatnonzero((tail["x"] >= width) | (tail["y"] >= height))
-        if out.size:
-            code, i = 1, i + int(out[0])
+    if code == 3:
+        raise SourceError(f"{what}: event {i} has polarity {int(events['p'][i])}; EVENT_DTYPE uses 1 = ON, 0 = OFF")
     if code == 1:
         e = events[i]
         raise SourceError(f"{what}: event {i} at (x={int(e['x'])}, y={int(e['y'])}) lies outside "
@@ -156,6 +153,7 @@ def _check_input(events, sensor: tuple[int, int], what: str, t_prev: int | None 
 
 # ---------------------------------------------------------------------------- the streaming core
 _MAX_DIGIT_BITS = 10  # 1024-bucket radix passes: histograms and write heads stay in L1
+_NO_COUNTS = np.zeros((0, 0), np.int64)
 _MOVES_PER_EVENT = 8  # insertion moves allowed per event when ordering pixels within equal times (see sort_keys)
 
 
@@ -222,7 +220,7 @@ class EtsStream:
         t_bits = nbits - s
         digit = -(-t_bits // -(-t_bits // _MAX_DIGIT_BITS)) if t_bits else _MAX_DIGIT_BITS
         keys = k.make_keys(tc, low, t_min, s)
-        return k.sort_keys(keys, s, nbits, digit, _MOVES_PER_EVENT * keys.shape[0] + 64), t_min
+        return k.sort_keys(keys, s, nbits, digit, _MOVES_PER_EVENT * keys.shape[0] + 64, _NO_COUNTS), t_min
 
     def _sort(self, tc: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stable sort of (tc, low) pairs by (tc, pixel); ties keep their order (stream order)."""
@@ -251,19 +249,35 @@ class EtsStream:
         return tc, low
 
     def _whole(self, events: np.ndarray) -> np.ndarray:
-        """A fresh stream given everything at once (checked, time-sorted, non-empty): one sort, no split."""
-        tc, low = self._process(events)
-        n = tc.shape[0]
+        """A fresh stream given everything at once (checked, time-sorted, non-empty): one pass, one sort.
+
+        Keys are written by the rule kernel itself, relative to ``t_base = t[0]``: every corrected time is
+        ``start + num >= start >= t[0]``, and at most ``t[-1]`` when ``soft <= 0`` (each trail step then needs
+        ``d >= 1``, so ``start + num <= t``), at most ``t[-1] + n`` otherwise (``num < n``).
+        """
+        k, s = self._k, self._shift
+        n = int(events.shape[0])
+        t = events["t"]
+        t_base = int(t[0])
+        t_bits = (int(t[-1]) - t_base + (n if self._soft > 0 else 0)).bit_length()
+        if t_bits + s > _MAX_KEY_BITS:  # exact, slower
+            self._runs.append(self._sort(*self._process(events)))
+            return self._push(np.empty(0, dtype=EVENT_DTYPE), final=True)
+        digit = -(-t_bits // -(-t_bits // _MAX_DIGIT_BITS)) if t_bits else _MAX_DIGIT_BITS
+        keys = np.empty(n, np.int64)
+        trails, moved, shift = k.process_keys(t, events["x"], events["y"], events["p"], self.sensor_size[0],
+                                              self._xb, self._state, self._thr_on, self._thr_off, self._soft,
+                                              t_base, s, keys)
+        self.trails, self.moved, self.max_shift_us = int(trails), int(moved), int(shift)
+        self._last_t = int(t[-1])
+        self.events_in = n
         out = np.empty(n, dtype=EVENT_DTYPE)
-        packed = self._sorted_keys(tc, low)
-        if packed is None:
-            tc, low = self._sort(tc, low)
-            self._k.decode(tc, low, False, 0, n, 0, self._shift, self._xb, self._yb, out["t"], out["x"], out["y"],
-                           out["p"])
-        else:
-            keys, t_min = packed
-            self._k.decode(keys, keys, True, 0, n, t_min, self._shift, self._xb, self._yb, out["t"], out["x"],
-                           out["y"], out["p"])
+        cols = (out["t"], out["x"], out["y"], out["p"])
+        if t_bits:
+            keys = k.radix_passes(keys, k.histograms(keys, s, s + t_bits, digit), s, digit)
+        if not k.finish_decode(keys, _MOVES_PER_EVENT * n + 64, t_base, s, self._xb, self._yb, *cols):
+            keys = k.radix_sort(keys, 1, s + t_bits, digit)  # time-sorted and stable so far: redo from it
+            k.decode(keys, keys, True, 0, n, t_base, s, self._xb, self._yb, *cols)
         self.events_out = n
         self._finished = True
         return out

@@ -42,15 +42,17 @@ class PipelineStats:
     wall_s: float = 0.0
     engine_s: float = 0.0
     latency_s: list[float] = field(default_factory=list)
+    live: bool = False
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(self.latency_s, q) * 1e3) if self.latency_s else float("nan")
 
     def summary(self) -> str:
         fps = self.frames / self.wall_s if self.wall_s > 0 else 0.0
+        latency = (f"latency p50 {self.latency_ms(50):.1f} ms p99 {self.latency_ms(99):.1f} ms, " if self.live
+                   else "")
         return (f"{self.frames} frames in {self.wall_s:.2f} s ({fps:.1f} frames/s), {self.events_in} events, "
-                f"engine {1e3 * self.engine_s / max(1, self.frames):.2f} ms/frame, "
-                f"latency p50 {self.latency_ms(50):.1f} ms p99 {self.latency_ms(99):.1f} ms, "
+                f"engine {1e3 * self.engine_s / max(1, self.frames):.2f} ms/frame, {latency}"
                 f"skipped windows {self.skipped_windows}, dropped events {self.dropped_events}")
 
 
@@ -84,7 +86,7 @@ class Pipeline:
         self.ring = EventRing(ring_capacity)
         self.windower = Windower(policy, self.ring, live=live, max_gap_us=max_gap_us)
         self.on_frame = on_frame
-        self.stats = PipelineStats()
+        self.stats = PipelineStats(live=live)
         self.stop_event = threading.Event()
         self._last_host_time = 0.0
         self._producer_error: BaseException | None = None

@@ -84,13 +84,29 @@ def _frames(size: tuple[int, int], n: int, events_per_pixel: float, seed: int):
     return out
 
 
-def _time(draw, frames, app, n: int, warmup: int) -> list[float]:
+def _painted(item) -> bool:
+    """True once the ImageItem converted its latest array (pyqtgraph 0.13: ``qimage``; 0.14: ``_renderRequired``)."""
+    return item.qimage is not None and not getattr(item, "_renderRequired", False)
+
+
+def _time(draw, frames, app, items, n: int, warmup: int) -> list[float]:
+    """Per-frame seconds of ``draw`` plus event processing until every ImageItem in ``items`` was painted.
+
+    ``setImage`` only stores the array; the ImageItem converts it to a QImage in its ``paint``, which runs when
+    the event loop delivers the scene update. So the loop runs until each item has rendered again (a single
+    ``processEvents()`` is not always enough, and would time a frame that was never drawn).
+    """
     times = []
     for i in range(warmup + n):
         recon, ev, ref = frames[i % len(frames)]
         t0 = time.perf_counter()
         draw(recon, ev, ref)
-        app.processEvents()
+        for _ in range(50):
+            app.processEvents()
+            if all(_painted(item) for item in items):
+                break
+        else:
+            raise RuntimeError("the frame was not painted after 50 processEvents() calls")
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
@@ -126,14 +142,14 @@ def run(args: argparse.Namespace) -> list[dict]:
         app.processEvents()
         rows.append(("ImageView (baseline)", _time(
             lambda r, e, f: iv.setImage(r, autoRange=False, autoLevels=False, autoHistogramRange=False),
-            frames, app, args.frames, args.warmup)))
+            frames, app, [iv.imageItem], args.frames, args.warmup)))
         iv.close()
 
         recon_only = ViewerWindow(size, show_events=False, show_reference=False)
         recon_only.resize(w, h + 20 + recon_only.status.height())
         recon_only.show()
-        rows.append(("window recon", _time(lambda r, e, f: recon_only.show_images(r), frames, app, args.frames,
-                                           args.warmup)))
+        rows.append(("window recon", _time(lambda r, e, f: recon_only.show_images(r), frames, app,
+                                           [recon_only.recon_item], args.frames, args.warmup)))
         recon_only.close()
 
         mapper = DisplayMapper("auto", gamma=2.2)
@@ -144,7 +160,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         def draw_full(r, e, f):
             full.show_images(mapper(r), event_rgb(e, size), f)
 
-        rows.append(("window full", _time(draw_full, frames, app, args.frames, args.warmup)))
+        rows.append(("window full", _time(draw_full, frames, app,
+                                          [full.recon_item, full.event_item, full.ref_item], args.frames,
+                                          args.warmup)))
         full.close()
         prep = []
         for i in range(args.warmup + args.frames):

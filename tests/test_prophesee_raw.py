@@ -343,11 +343,9 @@ def test_independent_numpy_decoder_agrees(name):
 def test_source_yields_sorted_tiled_packets(name):
     exp = EXPECTED[name]
     cls = DatSource if exp["format"] == "DAT" else PropheseeRawSource
-    src = cls(data_file(name), chunk_bytes=1 << 18) if exp["format"] == "DAT" else None
-    if src is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", GeometryWarning)
-            src = cls(data_file(name), chunk_bytes=1 << 18)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeometryWarning)
+        src = cls(data_file(name), chunk_bytes=1 << 18)
     assert src.is_live is False and src.frames is None and src.event_indices is None
     assert src.name == name and src.sensor_size == exp["size"]
     packets = packets_of(src)

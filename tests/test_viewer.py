@@ -20,6 +20,7 @@ from contextlib import ExitStack  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from livenight._optional import has  # noqa: E402
 from livenight.errors import SourceError  # noqa: E402
 from livenight.events import EVENT_DTYPE  # noqa: E402
 from livenight.events import make_events as pack_events  # noqa: E402
@@ -32,6 +33,7 @@ from livenight.viewer.mailbox import NewestMailbox  # noqa: E402
 from livenight.windowing import CountWindows, RledWindows, TimeWindows  # noqa: E402
 
 SIZE = (128, 96)  # (width, height) of the simulated recording used by the Qt tests
+needs_av = pytest.mark.skipif(not has("av"), reason="PyAV (av) is not installed")
 
 
 # ---------------------------------------------------------------------------- display.py
@@ -178,6 +180,7 @@ def _read_video(path):
     return frames
 
 
+@needs_av
 @pytest.mark.parametrize("threaded", [False, True])
 def test_video_sink_writes_every_frame_readable_by_pyav(tmp_path, threaded):
     from livenight.viewer.video import VideoSink
@@ -196,6 +199,7 @@ def test_video_sink_writes_every_frame_readable_by_pyav(tmp_path, threaded):
     assert frames[-1][1] == pytest.approx(11 / 25, abs=0.002)
 
 
+@needs_av
 def test_video_sink_pads_odd_sizes_adds_an_overlay_bar_and_follows_stream_time(tmp_path):
     from livenight.viewer.video import VideoSink
 
@@ -212,6 +216,7 @@ def test_video_sink_pads_odd_sizes_adds_an_overlay_bar_and_follows_stream_time(t
     assert [round(t, 2) for _, t in frames] == [0.0, 0.1, 0.2, 0.3, 0.4]
 
 
+@needs_av
 def test_video_sink_rejects_a_size_change_and_writes_nothing_without_frames(tmp_path):
     from livenight.viewer.video import VideoSink
 
@@ -450,6 +455,7 @@ def test_plus_and_minus_change_the_window_length(make_viewer, qtbot):
 
 
 @pytest.mark.qt
+@needs_av
 def test_s_saves_a_screenshot_and_v_records_the_shown_video(make_viewer, qtbot, tmp_path):
     from PIL import Image
     from PyQt5.QtCore import Qt
@@ -491,14 +497,15 @@ def test_help_fullscreen_and_display_keys(make_viewer, qtbot):
     assert v.window.isFullScreen()
     qtbot.keyClick(v.window, Qt.Key_F)
     assert not v.window.isFullScreen()
-    assert v.display.mode == "auto"
+    assert v.display.mode == "fixed"  # the files' scale unless asked otherwise
     qtbot.keyClick(v.window, Qt.Key_A)
-    assert v.display.mode == "fixed"
+    assert v.display.mode == "auto" and "display auto" in v.health().text()
     qtbot.keyClick(v.window, Qt.Key_G)
     assert v.display.gamma == 1.5
 
 
 @pytest.mark.qt
+@needs_av
 def test_closing_the_window_stops_every_thread_and_closes_the_recording(make_viewer, qtbot):
     from PyQt5.QtCore import Qt
 

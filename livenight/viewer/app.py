@@ -115,7 +115,7 @@ class LiveViewer(QtCore.QObject):
 
     Args:
         pipeline: a :class:`~livenight.pipeline.Pipeline`, normally ``live=True`` (camera or paced replay).
-        display: display mapping (default: auto-exposure, gamma 1).
+        display: display mapping (default: fixed [0, 1] as in the files, gamma 1; A toggles auto-exposure).
         title: window title.
         show_events: show the event-window panel.
         show_reference: show the reference panel (default: when the pipeline has reference frames).
@@ -141,7 +141,7 @@ class LiveViewer(QtCore.QObject):
                  join_timeout_s: float = 10.0) -> None:
         super().__init__()
         self.pipeline = pipeline
-        self.display = display or DisplayMapper("auto")
+        self.display = display or DisplayMapper("fixed")
         self.show_events = show_events
         self.show_reference = (pipeline.reference is not None) if show_reference is None else show_reference
         self.screenshot_dir = Path(screenshot_dir)

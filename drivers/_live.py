@@ -1,0 +1,153 @@
+"""Shared pieces of the live drivers (DAVIS, network, Prophesee): packet timing and a bounded frame store.
+
+Why it is like this:
+
+* A live batch ends wherever the USB or network transfer happened to end, which may be in the middle of a run of
+  events sharing one timestamp. :class:`LivePacketizer` holds back the run at the newest timestamp until a later
+  batch (or an idle tick) shows that the run is complete, so packets tile time like the file sources do:
+  packet k covers ``[t_start_us, t_end_us)`` and ``t_end_us`` of one packet is ``t_start_us`` of the next.
+* When nothing arrives for ``idle_timeout_s`` the driver asks for an *idle* packet: it releases the held-back run
+  and advances the end time to an estimate of the sensor clock, ``t_last + (now − host_time_at_t_last) − lag``,
+  so time windows complete in a quiet scene (at night most of the scene is quiet). The estimate lags by
+  ``idle_lag_us`` because events already timestamped by the sensor may still be in transit; an event that
+  arrives later than that anyway is still delivered, inside the next packet, and counted in ``late_events``.
+* Before the first event the sensor clock is unknown, so idle packets are empty and zero-length at ``t = 0``;
+  they only let the consumer loop run (stop checks). The first packet with events starts at its first event.
+* :class:`LatestFrames` keeps the newest ``keep`` reference images with *stable* indices (frame i stays frame
+  i), because the pipeline looks a frame up by time in one call and fetches it in the next while the capture
+  thread keeps adding: ``t_us`` grows (8 bytes per frame), images of evicted frames read as ``None``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from livenight.errors import SourceError
+from livenight.events import EVENT_DTYPE, EventPacket
+
+_EMPTY = np.empty(0, dtype=EVENT_DTYPE)
+
+
+class LivePacketizer:
+    """Turn a live sequence of time-sorted event batches into :class:`EventPacket` objects that tile time.
+
+    Args:
+        sensor_size: ``(width, height)`` stamped on every packet.
+        what: a name for error messages (the camera or URI).
+        idle_lag_us: how far behind the extrapolated sensor clock an idle packet ends.
+    """
+
+    def __init__(self, sensor_size: tuple[int, int], what: str, idle_lag_us: int = 20_000) -> None:
+        if idle_lag_us < 0:
+            raise ValueError(f"idle_lag_us must be >= 0 (got {idle_lag_us})")
+        self.sensor_size = tuple(sensor_size)
+        self.what = what
+        self.idle_lag_us = int(idle_lag_us)
+        self._cursor: int | None = None  # start of the next packet
+        self._pending = _EMPTY  # the run of events at the newest timestamp, held back
+        self._ref: tuple[int, float] | None = None  # (newest event t, host time it arrived): the sensor clock
+        self._last_t: int | None = None
+        self.late_events = 0  # events that arrived with t before the start of their packet (see module doc)
+        self.num_events = 0
+
+    def add(self, events: np.ndarray, host_time_s: float) -> EventPacket | None:
+        """Take one batch; return a packet, or None while everything is still held back."""
+        n = int(events.shape[0])
+        if n == 0:
+            return None
+        t = events["t"]
+        if self._last_t is not None and int(t[0]) < self._last_t:
+            raise SourceError(f"{self.what}: batch starts at t={int(t[0])} µs, before the previous batch's last "
+                              f"event (t={self._last_t} µs); the stream is not time-ordered")
+        back = np.flatnonzero(t[1:] < t[:-1])
+        if back.size:
+            i = int(back[0]) + 1
+            raise SourceError(f"{self.what}: timestamps not sorted inside a batch at index {i}: t={int(t[i])} µs "
+                              f"after t={int(t[i - 1])} µs")
+        self._last_t = int(t[-1])
+        self._ref = (self._last_t, float(host_time_s))
+        chunk = events if self._pending.size == 0 else np.concatenate([self._pending, events])
+        cut = int(np.searchsorted(chunk["t"], chunk["t"][-1], side="left"))
+        if cut == 0:
+            self._pending = chunk
+            return None
+        out, self._pending = chunk[:cut], chunk[cut:]
+        return self._emit(out, int(self._pending["t"][0]), host_time_s)
+
+    def idle(self, host_time_s: float) -> EventPacket:
+        """A packet for a quiet period: the held-back run plus time up to the lagged sensor-clock estimate."""
+        if self._ref is None:
+            return EventPacket(_EMPTY, 0, 0, host_time_s, self.sensor_size)
+        t_ref, host_ref = self._ref
+        estimate = t_ref + int((host_time_s - host_ref) * 1e6) - self.idle_lag_us
+        out, self._pending = self._pending, _EMPTY
+        end = max(estimate, self._cursor if self._cursor is not None else estimate)
+        if out.size:
+            end = max(end, int(out["t"][-1]) + 1)
+        return self._emit(out, end, host_time_s)
+
+    def flush(self, host_time_s: float) -> EventPacket | None:
+        """At the end of the stream: the held-back run as a last packet (None when there is none)."""
+        if self._pending.size == 0:
+            return None
+        out, self._pending = self._pending, _EMPTY
+        return self._emit(out, int(out["t"][-1]) + 1, host_time_s)
+
+    def _emit(self, out: np.ndarray, t_end: int, host_time_s: float) -> EventPacket:
+        start = self._cursor
+        if start is None:
+            start = int(out["t"][0]) if out.size else t_end
+        if out.size and int(out["t"][0]) < start:
+            self.late_events += int(np.searchsorted(out["t"], start, side="left"))
+        t_end = max(t_end, start)
+        self._cursor = t_end
+        self.num_events += int(out.shape[0])
+        return EventPacket(out, start, t_end, host_time_s, self.sensor_size)
+
+
+class LatestFrames:
+    """Reference frames from a live camera: timestamps of every frame seen, images of the newest ``keep``.
+
+    Implements :class:`~livenight.drivers.base.ReferenceFrames` (``t_us`` = exposure end, int64 µs) with stable
+    indices; ``frames[i]`` is ``None`` once frame ``i`` has been evicted. Safe to fill from the capture thread
+    while another thread reads.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        if keep <= 0:
+            raise ValueError(f"keep must be positive (got {keep})")
+        self.keep = int(keep)
+        self._lock = threading.Lock()
+        self._t = np.empty(64, dtype=np.int64)
+        self._n = 0
+        self._images: dict[int, np.ndarray] = {}
+
+    def add(self, image: np.ndarray, t_exposure_end_us: int) -> None:
+        with self._lock:
+            if self._n == self._t.shape[0]:
+                grown = np.empty(2 * self._n, dtype=np.int64)
+                grown[: self._n] = self._t
+                self._t = grown
+            self._t[self._n] = int(t_exposure_end_us)
+            self._images[self._n] = image
+            self._images.pop(self._n - self.keep, None)
+            self._n += 1
+
+    @property
+    def t_us(self) -> np.ndarray:
+        with self._lock:
+            return self._t[: self._n].copy()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> np.ndarray | None:
+        with self._lock:
+            n = self._n
+            if i < 0:
+                i += n
+            if not 0 <= i < n:
+                raise IndexError(f"frame {i} out of range (0..{n - 1})")
+            return self._images.get(i)
