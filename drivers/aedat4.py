@@ -2,8 +2,9 @@
 
 Why it is like this:
 
-* **Streaming.** Events are read batch by batch with the sequential reader (one dv packet at a time, a few
-  thousand events) and regrouped into packets of about ``chunk_events``; a multi-GB file is never loaded whole.
+* **Streaming.** Events are read batch by batch with the sequential reader (one dv packet at a time) and
+  regrouped into packets of ``chunk_events`` (more only when a run of equal timestamps straddles the cut); a
+  multi-GB file is never loaded whole.
   Packets tile time like :class:`~livenight.drivers.rled.RledSource`: packet k covers ``[t_start_us, t_end_us)``,
   ``t_end_us`` is the first timestamp of packet k+1, and a run of equal timestamps is never split.
 * **Any iniVation camera.** Resolution, camera name and stream names come from the file; the event stream is
@@ -180,7 +181,7 @@ class Aedat4Source(SingleUse):
 
     Args:
         path: the ``.aedat4`` file.
-        chunk_events: dv batches are merged until a packet holds at least this many events.
+        chunk_events: events per packet (dv batches are merged or split; equal-timestamp runs are never split).
         preload_frames_bytes: keep frame images in memory up to this many bytes, else read them on demand.
 
     Attributes:
@@ -207,6 +208,7 @@ class Aedat4Source(SingleUse):
             raise SourceNotFoundError(f"{self.path}: no such file")
         if self.path.is_dir():
             raise SourceError(f"{self.path}: is a directory, expected an .aedat4 file")
+        header = _header(self.path)  # cheap checks first: a wrong file fails the same way with or without dv
         dv = dv_module("reading .aedat4 recordings")
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self.truncated: str | None = None
@@ -215,13 +217,13 @@ class Aedat4Source(SingleUse):
         self._event_indices: np.ndarray | None = None
         self._event_indices_done = False
         try:
-            self._open(dv, preload_frames_bytes)
+            self._open(dv, header, preload_frames_bytes)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, dv, preload_frames_bytes: int) -> None:
-        table_pos, table_field = _header(self.path)
+    def _open(self, dv, header: tuple[int, int | None], preload_frames_bytes: int) -> None:
+        table_pos, table_field = header
         size = self.path.stat().st_size
         self._dv_path = str(self.path)
         rec = None
@@ -326,15 +328,21 @@ class Aedat4Source(SingleUse):
     # ---------------------------------------------------------------- events
     def _batches(self, rec) -> Iterator:
         n = 0
+        idle = 0
         while True:
             try:
                 store = rec.getNextEventBatch(self._stream)
             except RuntimeError as e:
                 raise SourceError(f"{self.path}: corrupt event data after {n} events ({e})") from e
             if store is None:
-                if rec.isRunning(self._stream):
-                    continue  # not at EOF: dv skipped a packet of another stream
-                return
+                if not rec.isRunning(self._stream):
+                    return
+                idle += 1  # not at EOF, yet nothing: never seen with dv 2.0.4, guarded against spinning forever
+                if idle > 10_000:
+                    raise SourceError(f"{self.path}: dv-processing returns no events but has not reached the end of "
+                                      f"the event stream (after {n} events)")
+                continue
+            idle = 0
             n += len(store)
             yield store
 
@@ -365,18 +373,20 @@ class Aedat4Source(SingleUse):
             if size < self.chunk_events:
                 continue
             chunk = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            # hold back the events sharing the chunk's last timestamp: the run may continue in the next batch
-            cut = int(np.searchsorted(chunk["t"], chunk["t"][-1], side="left"))
-            if cut == 0:
-                parts, size = [chunk], int(chunk.shape[0])
-                continue
-            out, rest = chunk[:cut], chunk[cut:]
-            parts, size = [rest], int(rest.shape[0])
-            if t_start is None:
-                t_start = int(out["t"][0])
-            t_end = int(rest["t"][0])
-            yield EventPacket(out, t_start, t_end, time.monotonic(), self.sensor_size)
-            t_start = t_end
+            while chunk.shape[0] >= self.chunk_events:
+                # cut after the run holding the chunk_events-th event; a run reaching the end of what was read
+                # may continue in the next batch, so it waits
+                t = chunk["t"]
+                cut = int(np.searchsorted(t, t[self.chunk_events - 1], side="right"))
+                if cut >= t.shape[0]:
+                    break
+                out, chunk = chunk[:cut], chunk[cut:]
+                if t_start is None:
+                    t_start = int(out["t"][0])
+                t_end = int(chunk["t"][0])
+                yield EventPacket(out, t_start, t_end, time.monotonic(), self.sensor_size)
+                t_start = t_end
+            parts, size = [chunk], int(chunk.shape[0])
         if size:
             rest = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if t_start is None:
@@ -385,7 +395,7 @@ class Aedat4Source(SingleUse):
         if self.truncated is not None:
             last = f", the last at t={last_t} µs" if last_t is not None else ""
             raise SourceError(f"{what}: truncated aedat4 file ({self.truncated}); replayed the {n_events} events "
-                              f"that could be decoded{last}; the rest of the recording is lost")
+                              f"that could be decoded{last}; whatever followed is missing")
 
     def close(self) -> None:
         self._closed = True

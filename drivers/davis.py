@@ -242,6 +242,8 @@ class DavisSource(SingleUse):
             self._poll_frames(cam)
             if store is not None:
                 pkt = pk.add(self._convert(store), clock())
+                if pkt is None and clock() - last_yield >= self.idle_timeout_s:
+                    pkt = pk.idle(clock())  # batches keep coming but yield nothing (all filtered, one long run)
                 if pkt is not None:
                     last_yield = pkt.host_time_s
                     yield pkt

@@ -131,6 +131,8 @@ class NetworkSource(SingleUse):
             store = reader.getNextEventBatch()
             if store is not None:
                 pkt = pk.add(store_to_events(store, self.sensor_size, self.uri), clock())
+                if pkt is None and clock() - last_yield >= self.idle_timeout_s:
+                    pkt = pk.idle(clock())  # batches keep coming but yield nothing (all filtered, one long run)
                 if pkt is not None:
                     last_yield = pkt.host_time_s
                     yield pkt

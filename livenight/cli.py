@@ -62,6 +62,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     out.add_argument("--save-evframe", action="store_true",
                      help="also write DIR/events/evs_*.png: each window's events (ON red, OFF blue)")
     out.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    out.add_argument("--video", metavar="FILE.mp4",
+                     help="record an MP4 (H.264 via PyAV): without a window, every frame; with a window, what is "
+                          "shown (V toggles recording)")
+    out.add_argument("--display", choices=("fixed", "auto"), default="fixed",
+                     help="intensity mapping for the window and --video: fixed [0,1] as in the PNG files (default), "
+                          "or auto-exposure (robust percentiles, smoothed over time)")
+    out.add_argument("--gamma", type=float, default=1.0, help="display gamma for the window and --video (default 1)")
+    out.add_argument("--overlay", action="store_true",
+                     help="burn the status line (events/s, frames/s, latency, drops) into --video")
     pace = p.add_argument_group("replay")
     pace.add_argument("--speed", type=float, metavar="X",
                       help="replay at X times real time; 0 = as fast as possible (default: 1 with a window, "
@@ -197,10 +206,6 @@ def _max_gap_us(args, policy) -> int:
     return 2**62 if isinstance(policy, RledWindows) else 1_000_000
 
 
-def _has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 def run_pipeline_command(args) -> int:
     from tqdm import tqdm
 
@@ -211,12 +216,15 @@ def run_pipeline_command(args) -> int:
     from .sinks import PngSink
 
     uri = args.replay or args.camera
-    gui = not args.no_gui and _has_display()
-    if not args.no_gui and not _has_display() and not args.out:
-        print("livenight: no display found; running headless (use --out DIR to write frames)", file=sys.stderr)
-    if gui:
-        print("livenight: the live viewer is not part of this version; running headless", file=sys.stderr)
-        gui = False
+    gui = False
+    if not args.no_gui:
+        from .viewer.platform_check import check_display
+
+        gui, why = check_display(probe=True)
+        if not gui:
+            print(f"livenight: cannot open a window: {why}; running headless"
+                  + ("" if args.out or args.video else " (use --out DIR or --video FILE to keep frames)"),
+                  file=sys.stderr)
     speed = args.speed if args.speed is not None else (1.0 if gui else 0.0)
     if speed < 0:
         raise LivenightError(f"--speed must be >= 0 (0 = as fast as possible; got {speed:g})")
@@ -228,19 +236,43 @@ def run_pipeline_command(args) -> int:
         sinks = [PngSink(args.out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if args.out else []
         if args.save_gt and getattr(source, "frames", None) is None:
             print(f"livenight: {uri} has no reference frames; --save-gt writes nothing", file=sys.stderr)
+        video = None
+        if args.video and not gui:
+            from .viewer.display import DisplayMapper
+            from .viewer.video import VideoSink
+
+            stride_us = getattr(policy, "stride_us", 40_000)
+            video = VideoSink(args.video, fps=1e6 / stride_us, overlay=args.overlay,
+                              display=DisplayMapper(args.display, gamma=args.gamma),
+                              timing="stream" if live else "index", threaded=live)
+            sinks.append(video)
         with _engine(args, source.sensor_size) as engine:
             pipe = Pipeline(stream, source.sensor_size, engine, policy, sinks, live=live or speed > 0,
                             reference=getattr(source, "frames", None), max_frames=args.max_frames,
                             max_gap_us=_max_gap_us(args, policy))
-            total = _expected_frames(pipe, source, args.max_frames)
-            with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
-                stats = pipe.run(progress=bar)
+            if video is not None and args.overlay:
+                from .viewer.health import PipelineStatus
+
+                video.status = PipelineStatus(pipe)
+            if gui:
+                from .viewer.app import run_viewer
+                from .viewer.display import DisplayMapper
+
+                stats = run_viewer(pipe, check=False, display=DisplayMapper(args.display, gamma=args.gamma),
+                                   record_path=args.video, record_on_start=bool(args.video),
+                                   record_overlay=args.overlay, screenshot_dir=args.out or ".")
+            else:
+                total = _expected_frames(pipe, source, args.max_frames)
+                with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
+                    stats = pipe.run(progress=bar)
     print(f"livenight: {engine.info.name}: {stats.summary()}")
     if stats.frames == 0 and stats.events_in:
         print(f"livenight: no window completed: the recording is shorter than one window "
               f"({_describe_policy(policy)}); try a shorter --window-ms or --windows count", file=sys.stderr)
     if args.out:
         print(f"livenight: frames written to {Path(args.out).resolve()}")
+    if args.video:
+        print(f"livenight: video written to {Path(args.video).resolve()}")
     return 0
 
 
@@ -316,7 +348,8 @@ def run_simulate(args) -> int:
 
 # ---------------------------------------------------------------------------- info
 def _info_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="livenight info", description="Describe a recording (RLED .h5).")
+    p = argparse.ArgumentParser(prog="livenight info",
+                                description="Describe a recording: sensor size, events, time range, reference frames.")
     p.add_argument("file", help="recording")
     p.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto", help="unit of events/ts (default: detect)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -326,15 +359,30 @@ def _info_parser() -> argparse.ArgumentParser:
 def run_info(args) -> int:
     from livenight.drivers import open_source
 
-    with open_source(args.file, ts_unit=args.ts_unit) as src:
-        f = src.file
-        span = f.t_last_us - f.t_first_us
-        print(f"{f.path}: RLED h5")
-        print(f"  sensor      {src.sensor_size[0]}x{src.sensor_size[1]} (width x height)")
-        print(f"  events      {f.num_events} over {span / 1e6:.3f} s ({f.num_events / max(span, 1):.3f} M events/s)")
-        print(f"  time        {f.t_first_us} .. {f.t_last_us} µs (events/ts stored in {f.ts_unit})")
-        print(f"  images      {f.num_images}")
-        print(f"  event_indices {'yes' if f.event_indices is not None else 'no'}")
+    rled = Path(args.file).suffix.lower() in (".h5", ".hdf5")
+    with open_source(args.file, **({"ts_unit": args.ts_unit} if rled else {})) as src:
+        w, h = src.sensor_size
+        if rled:
+            f = src.file
+            n, t_first, t_last = f.num_events, f.t_first_us, f.t_last_us
+            unit = f" (events/ts stored in {f.ts_unit})"
+        else:  # other formats have no index: count by streaming once
+            n, t_first, t_last, unit = 0, None, None, ""
+            for pkt in src:
+                if len(pkt):
+                    n += len(pkt)
+                    t_first = int(pkt.events["t"][0]) if t_first is None else t_first
+                    t_last = int(pkt.events["t"][-1])
+        frames = getattr(src, "frames", None)
+        idx = getattr(src, "event_indices", None)
+        span = (t_last - t_first) if n else 0
+        print(f"{args.file}: {type(src).__name__}")
+        print(f"  sensor         {w}x{h} (width x height)")
+        print(f"  events         {n} over {span / 1e6:.3f} s ({n / max(span, 1):.3f} M events/s)")
+        if n:
+            print(f"  time           {t_first} .. {t_last} µs{unit}")
+        print(f"  frames         {0 if frames is None else len(frames)}")
+        print(f"  event_indices  {'yes' if idx is not None else 'no'}")
     return 0
 
 

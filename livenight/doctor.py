@@ -68,7 +68,7 @@ def _display():
         from .viewer.platform_check import check_display
     except ImportError:
         return False, "viewer not available in this installation"
-    return check_display()
+    return check_display(probe=True)
 
 
 def report() -> list[tuple[str, bool, str]]:
@@ -96,10 +96,10 @@ def devices() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if has("dv_processing"):
         try:
-            import dv_processing as dv
+            from livenight.drivers.davis import list_devices
 
-            for d in dv.io.camera.discover():
-                found.append(("dv-processing", f"{d.cameraModel} serial {d.serialNumber}"))
+            for d in list_devices():
+                found.append(("dv-processing", f"{d['model']} serial {d['serial']} ({d['uri']})"))
         except Exception as e:
             found.append(("dv-processing", f"probe failed: {e}"))
     if has("metavision_sdk_stream"):  # pragma: no cover - vendor SDK

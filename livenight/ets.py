@@ -22,34 +22,38 @@ order for pixels with at most 16 events, where it falls back to insertion sort; 
 always **stream order** (a stable sort). It matters only when such events differ in polarity, or when
 ``soft > 0`` lets an equal timestamp continue a trail: identical (t, x, y, p) rows are interchangeable.
 
-How it is computed (:func:`ets`, :class:`EtsStream`): for time-sorted input, visiting events in stream order
+How it is computed (:func:`ets`, :class:`EtsStream`). For time-sorted input, visiting events in stream order
 with one state row per pixel visits each pixel's events in its stable time order, so no grouping sort is
-needed: one numba pass computes the corrected times (this equals grouping with a stable
+needed: one numba pass over the events applies the rule (this equals grouping with a stable
 ``lexsort((t, y·W + x))`` and looping per pixel; unsorted input is first put in stable time order, which gives
-the same per-pixel order as that lexsort). The output order, (corrected t, pixel, per-pixel order), is one
-stable LSD radix sort on the integer key ``(tc − tc_min) << pixel_bits | pixel`` over stream order (a stable
-``np.lexsort`` when that key would exceed 62 bits). The results equal :func:`ets_reference`, a plain per-pixel
-Python port used as the test oracle and benchmark baseline.
+the same per-pixel order as that lexsort). Each event is packed into one int64 key
+``(tc − base) << S | y << (xb+1) | x << 1 | p``; the output order (corrected t, raster pixel, per-pixel order)
+is a stable sort of the keys on bits ``[1, 64)`` over stream order: an LSD radix sort on the time bits
+(1024-bucket passes), then an insertion pass that orders pixels within runs of equal time (a radix sort on all
+bits when those runs are long), then the keys are unpacked. A stable ``np.lexsort`` takes over when the
+time span does not fit the key (about ``2**(61 − S)`` µs: 12 days at 1280x720). The results equal
+:func:`ets_reference`, a plain per-pixel Python port used as the test oracle and benchmark baseline.
 
 Streaming (:class:`EtsStream`, :func:`ets_file`). The per-pixel state (prev_t, prev_p, start, num, gap) is
 carried from chunk to chunk, so corrected timestamps equal a whole-file run. Corrected timestamps move earlier
-(with ``soft = 0``, ``start + num <= t``), and by an amount that is *not* bounded by ``max(t_on, t_off)``: a trail
+(with ``soft <= 0``, ``start + num <= t``), by an amount that is *not* bounded by ``max(t_on, t_off)``: a trail
 whose gaps keep growing below the threshold may last up to about ``thr²/2`` µs, and with ``soft > 0`` gaps need
-not even grow. So instead of a fixed look-behind, every chunk computes the exact lower bound ``L`` on the
-corrected timestamp of any event still to come, from the carried state (see
-:func:`livenight._ets_kernel.future_lower_bound`):
+not even grow (and a corrected time may exceed the original). So instead of a fixed look-behind, every chunk
+computes the exact lower bound ``L`` on the corrected timestamp of any event still to come, from the carried
+state (proof in :func:`livenight._ets_kernel.future_lower_bound`):
 
     L = min(t_end, min over live pixels q of start_q + num_q + 1),
 
 where ``t_end`` is the last timestamp read and a pixel is *live* when ``t_end − prev_t_q < thr(prev_p_q)``
 (only then can a future event, whose ``t >= t_end``, still continue its trail; any other future event restarts
-and keeps a timestamp ``>= t_end``, and trail members after such a restart get ``>= t_end + 1``). Processed
-events with corrected time ``< L`` are emitted in sorted order; those ``>= L`` are held (a future event may tie
-with them at a lower pixel index) and re-sorted with the next chunk, held events first since they come
-earlier in the stream. The output is therefore globally sorted and identical to the whole-array result. The
-hold-back is as long as the oldest open trail: about ``max(t_on, t_off)`` of events on dense recordings (a pixel
-that fired within the last ``thr`` may still continue from ``start + num + 1``), more only while some pixel
-keeps a long trail open. :attr:`EtsStream.peak_held` reports it.
+and keeps a timestamp ``>= t_end``, and trail members after such a restart get ``>= t_end + 1``). Each chunk is
+sorted into a run; events with corrected time ``< L`` leave (the runs' heads, merged by a stable sort of their
+concatenation in stream order); those ``>= L`` are held, since a future event may tie with them at a lower
+pixel index. The output is therefore globally sorted and identical to the whole-array result. The hold-back
+spans from the oldest trail that can still continue: at least ``thr`` of events on dense recordings (a pixel
+that fired within the last ``thr`` may still continue from ``start + num + 1``), and seconds when trails decay
+slowly (on a simulated 2 s night recording with the default 1 s thresholds, nearly all of it). Held events
+cost 16 bytes each; :attr:`EtsStream.peak_held` reports the largest count.
 
 Differences from the official tool (``ets.py`` / ``ets_utils.py``): input and output are :data:`EVENT_DTYPE`
 (int64 µs) instead of float64 ``[t, x, y, p]`` rows; per-pixel order among equal timestamps is stream order (see
@@ -77,6 +81,7 @@ DEFAULT_T_OFF_US = 1_000_000
 DEFAULT_SOFT_US = 0
 DEFAULT_CHUNK_EVENTS = 1 << 20
 _INT64_MAX = np.iinfo(np.int64).max
+_INT64_MIN = np.iinfo(np.int64).min
 _MAX_KEY_BITS = 62
 
 _kern = None
@@ -133,28 +138,38 @@ def _sensor(sensor_size) -> tuple[int, int]:
     return width, height
 
 
-def _check_input(events, sensor: tuple[int, int], what: str, t_prev: int | None = None) -> bool:
-    """Raise on a wrong dtype or an event off the sensor; return whether ``t`` is sorted (and ``>= t_prev``)."""
+def _check_dtype(events, what: str) -> None:
     if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
         got = getattr(events, "dtype", type(events).__name__)
         raise ShapeError(f"{what}: expected a 1-D array of livenight.events.EVENT_DTYPE (got {got})")
-    width, height = sensor
-    t = events["t"]
-    code, i = _kernels().validate(t, events["x"], events["y"], events["p"], width, height,
-                                  -_INT64_MAX - 1 if t_prev is None else t_prev)
-    if code == 3:
-        raise SourceError(f"{what}: event {i} has polarity {int(events['p'][i])}; EVENT_DTYPE uses 1 = ON, 0 = OFF")
-    if code == 1:
-        e = events[i]
-        raise SourceError(f"{what}: event {i} at (x={int(e['x'])}, y={int(e['y'])}) lies outside "
-                          f"the {width}x{height} sensor")
-    return code == 0
+
+
+def _raise_fault(events: np.ndarray, code: int, i: int, sensor: tuple[int, int], what: str,
+                 t_prev: int | None = None) -> None:
+    k = _kernels()
+    e = events[i]
+    if code == k.OFF_SENSOR:
+        raise SourceError(f"{what}: event {i} at (x={int(e['x'])}, y={int(e['y'])}) lies outside the "
+                          f"{sensor[0]}x{sensor[1]} sensor")
+    if code == k.BAD_POLARITY:
+        raise SourceError(f"{what}: event {i} has polarity {int(e['p'])}; EVENT_DTYPE uses 1 = ON, 0 = OFF")
+    if code == k.UNSORTED:
+        if i == 0:
+            raise SourceError(f"{what}: t={int(e['t'])} µs precedes the previous chunk's last event (t={t_prev} µs)")
+        raise SourceError(f"{what}: timestamps not sorted at index {i}: t={int(e['t'])} µs after "
+                          f"t={int(events[i - 1]['t'])} µs")
 
 
 # ---------------------------------------------------------------------------- the streaming core
 _MAX_DIGIT_BITS = 10  # 1024-bucket radix passes: histograms and write heads stay in L1
-_NO_COUNTS = np.zeros((0, 0), np.int64)
 _MOVES_PER_EVENT = 8  # insertion moves allowed per event when ordering pixels within equal times (see sort_keys)
+
+
+def _digit_bits(t_bits: int) -> int:
+    """Digit width for radix passes over ``t_bits`` bits: as few passes as 10-bit digits need, evenly split."""
+    if t_bits <= 0:
+        return _MAX_DIGIT_BITS
+    return -(-t_bits // -(-t_bits // _MAX_DIGIT_BITS))
 
 
 class EtsStream:
@@ -178,8 +193,8 @@ class EtsStream:
         self._xb = max(1, (width - 1).bit_length())
         self._yb = max(1, (height - 1).bit_length())
         self._shift = self._xb + self._yb + 1  # key bits below the time: y, x, p
-        self._thr_on = _threshold(t_on_us, "t_on_us")
-        self._thr_off = _threshold(t_off_us, "t_off_us")
+        # thresholds indexed by polarity (OFF, ON), as ceilings
+        self._thr = np.array([_threshold(t_off_us, "t_off_us"), _threshold(t_on_us, "t_on_us")], np.int64)
         self._soft = _soft_ceil(soft_us)
         self._state = np.zeros((self.num_pixels, 4), dtype=np.int64)  # zeros = no pixel has fired
         # held-back events: one sorted run per pushed chunk, in stream order, as (corrected t, low key part)
@@ -210,37 +225,61 @@ class EtsStream:
         self._finished = True
         return out
 
-    def _sorted_keys(self, tc: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, int] | None:
-        """Packed keys of (tc, low) sorted stably by (tc, pixel), and their time base; None if they do not fit."""
-        k, s = self._k, self._shift
-        t_min = int(tc.min())
-        nbits = (int(tc.max()) - t_min).bit_length() + s
-        if nbits > _MAX_KEY_BITS:  # a span too long for one 62-bit key (about 2**(62 − s) µs)
-            return None
-        t_bits = nbits - s
-        digit = -(-t_bits // -(-t_bits // _MAX_DIGIT_BITS)) if t_bits else _MAX_DIGIT_BITS
-        keys = k.make_keys(tc, low, t_min, s)
-        return k.sort_keys(keys, s, nbits, digit, _MOVES_PER_EVENT * keys.shape[0] + 64, _NO_COUNTS), t_min
-
     def _sort(self, tc: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stable sort of (tc, low) pairs by (tc, pixel); ties keep their order (stream order)."""
         n = tc.shape[0]
         if n < 2:
             return tc, low
-        packed = self._sorted_keys(tc, low)
-        if packed is None:  # exact, slower
+        k, s = self._k, self._shift
+        t_min = int(tc.min())
+        nbits = (int(tc.max()) - t_min).bit_length() + s
+        if nbits > _MAX_KEY_BITS:  # a span too long for one 62-bit key (about 2**(62 − s) µs): exact, slower
             order = np.lexsort((low >> 1, tc))
             return tc[order], low[order]
-        keys, t_min = packed
-        return self._k.split_keys(keys, 0, n, t_min, self._shift)
+        keys = k.sort_keys(k.make_keys(tc, low, t_min, s), s, nbits, _digit_bits(nbits - s),
+                           _MOVES_PER_EVENT * n + 64)
+        return k.split_keys(keys, t_min, s)
+
+    def _whole(self, events: np.ndarray) -> np.ndarray:
+        """A fresh stream given a whole non-empty array: one pass that checks and applies the rule, one sort.
+
+        Keys are written by the rule kernel, relative to ``t_base = t[0]``: every corrected time is
+        ``start + num >= start >= t[0]``, and at most ``t[-1]`` when ``soft <= 0`` (each trail step then needs
+        ``d >= 1``, so ``start + num <= t``), at most ``t[-1] + n`` otherwise (``num < n``). Unsorted input is
+        detected on the way and redone in stable time order. No statistics are kept.
+        """
+        k, s = self._k, self._shift
+        n = int(events.shape[0])
+        t_base = int(events["t"][0])
+        t_bits = (int(events["t"].max()) - t_base + (n if self._soft > 0 else 0)).bit_length()
+        if t_bits + s <= _MAX_KEY_BITS:
+            keys = np.empty(n, np.int64)
+            code, i = k.process_keys(events, self.sensor_size[0], self.sensor_size[1], self._xb, self._state,
+                                     self._thr, self._soft, t_base, s, keys)
+            if code == k.OK:
+                keys = k.sort_keys(keys, s, t_bits + s, _digit_bits(t_bits), _MOVES_PER_EVENT * n + 64)
+                out = np.empty(n, dtype=EVENT_DTYPE)
+                k.decode(keys, t_base, s, self._xb, self._yb, out)
+                self._finished = True
+                return out
+            self._state[:] = 0
+        # unsorted, a fault, or a time span too long for one 62-bit key (the generic path, lexsort, exact)
+        code, i = k.validate(events, self.sensor_size[0], self.sensor_size[1], _INT64_MIN)
+        if code not in (k.OK, k.UNSORTED):  # indices of the caller's array
+            _raise_fault(events, code, i, self.sensor_size, "ets")
+        if code == k.UNSORTED:
+            events = events[np.argsort(events["t"], kind="stable")]
+            if t_bits + s <= _MAX_KEY_BITS:
+                return self._whole(events)
+        self._runs.append(self._sort(*self._process(events)))
+        return self._push(np.empty(0, dtype=EVENT_DTYPE), final=True)
 
     def _process(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = int(events.shape[0])
         tc = np.empty(n, np.int64)
         low = np.empty(n, np.int64)
-        trails, moved, shift = self._k.process(events["t"], events["x"], events["y"], events["p"],
-                                               self.sensor_size[0], self._xb, self._state, self._thr_on,
-                                               self._thr_off, self._soft, tc, low)
+        trails, moved, shift = self._k.process(events, self.sensor_size[0], self._xb, self._state, self._thr,
+                                               self._soft, tc, low)
         self.trails += int(trails)
         self.moved += int(moved)
         self.max_shift_us = max(self.max_shift_us, int(shift))
@@ -248,61 +287,24 @@ class EtsStream:
         self.events_in += n
         return tc, low
 
-    def _whole(self, events: np.ndarray) -> np.ndarray:
-        """A fresh stream given everything at once (checked, time-sorted, non-empty): one pass, one sort.
-
-        Keys are written by the rule kernel itself, relative to ``t_base = t[0]``: every corrected time is
-        ``start + num >= start >= t[0]``, and at most ``t[-1]`` when ``soft <= 0`` (each trail step then needs
-        ``d >= 1``, so ``start + num <= t``), at most ``t[-1] + n`` otherwise (``num < n``).
-        """
-        k, s = self._k, self._shift
-        n = int(events.shape[0])
-        t = events["t"]
-        t_base = int(t[0])
-        t_bits = (int(t[-1]) - t_base + (n if self._soft > 0 else 0)).bit_length()
-        if t_bits + s > _MAX_KEY_BITS:  # exact, slower
-            self._runs.append(self._sort(*self._process(events)))
-            return self._push(np.empty(0, dtype=EVENT_DTYPE), final=True)
-        digit = -(-t_bits // -(-t_bits // _MAX_DIGIT_BITS)) if t_bits else _MAX_DIGIT_BITS
-        keys = np.empty(n, np.int64)
-        trails, moved, shift = k.process_keys(t, events["x"], events["y"], events["p"], self.sensor_size[0],
-                                              self._xb, self._state, self._thr_on, self._thr_off, self._soft,
-                                              t_base, s, keys)
-        self.trails, self.moved, self.max_shift_us = int(trails), int(moved), int(shift)
-        self._last_t = int(t[-1])
-        self.events_in = n
-        out = np.empty(n, dtype=EVENT_DTYPE)
-        cols = (out["t"], out["x"], out["y"], out["p"])
-        if t_bits:
-            keys = k.radix_passes(keys, k.histograms(keys, s, s + t_bits, digit), s, digit)
-        if not k.finish_decode(keys, _MOVES_PER_EVENT * n + 64, t_base, s, self._xb, self._yb, *cols):
-            keys = k.radix_sort(keys, 1, s + t_bits, digit)  # time-sorted and stable so far: redo from it
-            k.decode(keys, keys, True, 0, n, t_base, s, self._xb, self._yb, *cols)
-        self.events_out = n
-        self._finished = True
-        return out
-
     def _push(self, events: np.ndarray, final: bool) -> np.ndarray:
         if self._finished:
             raise RuntimeError("EtsStream: flush() was called; start a new stream")
         what = "EtsStream.push"
         k = self._k
-        if not _check_input(events, self.sensor_size, what, self._last_t):
-            t = events["t"]
-            if self._last_t is not None and int(t[0]) < self._last_t:
-                raise SourceError(f"{what}: t={int(t[0])} µs precedes the previous chunk's last event "
-                                  f"(t={self._last_t} µs)")
-            i = int(np.flatnonzero(t[1:] < t[:-1])[0]) + 1
-            raise SourceError(f"{what}: timestamps not sorted at index {i}: t={int(t[i])} µs after "
-                              f"t={int(t[i - 1])} µs")
+        _check_dtype(events, what)
+        code, i = k.validate(events, self.sensor_size[0], self.sensor_size[1],
+                             _INT64_MIN if self._last_t is None else self._last_t)
+        if code != k.OK:
+            _raise_fault(events, code, i, self.sensor_size, what, self._last_t)
         if events.size:
             self._runs.append(self._sort(*self._process(events)))
         if final:
             bound = None
         elif self._last_t is None:
-            bound = -_INT64_MAX  # nothing seen yet: nothing to emit
+            bound = _INT64_MIN  # nothing seen yet: nothing to emit
         else:
-            bound = int(k.future_lower_bound(self._state, self._last_t, self._thr_on, self._thr_off))
+            bound = int(k.future_lower_bound(self._state, self._last_t, self._thr))
         # every run is sorted; its events below the bound go out now, the rest stays (a suffix of the run)
         heads, runs = [], []
         for rt, rl in self._runs:
@@ -320,11 +322,10 @@ class EtsStream:
             tc, low = self._sort(np.concatenate([h[0] for h in heads]), np.concatenate([h[1] for h in heads]))
         else:
             tc = low = np.empty(0, np.int64)
-        m = int(tc.shape[0])
-        out = np.empty(m, dtype=EVENT_DTYPE)
-        k.decode(tc, low, False, 0, m, 0, self._shift, self._xb, self._yb, out["t"], out["x"], out["y"], out["p"])
+        out = np.empty(tc.shape[0], dtype=EVENT_DTYPE)
+        k.decode_pairs(tc, low, self._xb, self._yb, out)
         self.peak_held = max(self.peak_held, self.held)
-        self.events_out += m
+        self.events_out += out.shape[0]
         return out
 
 
@@ -344,8 +345,7 @@ def ets(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: float = DEFAU
         soft_us: tolerance: the next gap must exceed the previous gap minus ``soft_us``.
     """
     sensor = _sensor(sensor_size)
-    if not _check_input(events, sensor, "ets"):
-        events = events[np.argsort(events["t"], kind="stable")]
+    _check_dtype(events, "ets")
     stream = EtsStream(sensor, t_on_us, t_off_us, soft_us)
     return stream._whole(events) if events.size else np.empty(0, dtype=EVENT_DTYPE)
 
@@ -359,7 +359,7 @@ def ets_reference(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: flo
     """
     width, height = _sensor(sensor_size)
     if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
-        raise ShapeError(f"ets_reference: expected a 1-D array of livenight.events.EVENT_DTYPE")
+        raise ShapeError("ets_reference: expected a 1-D array of livenight.events.EVENT_DTYPE")
     if events.size and (int(events["x"].max()) >= width or int(events["y"].max()) >= height):
         raise SourceError(f"ets_reference: events lie outside the {width}x{height} sensor")
     if events.size == 0:
@@ -438,7 +438,8 @@ def ets_file(in_path: str | os.PathLike, out_path: str | os.PathLike, t_on_us: f
     * otherwise: ±``window_half_us`` around ``timestamp − exposure_us // 2`` (exposure 0 when None), as
       :class:`~livenight.drivers.rled.RledWriter` computes it.
 
-    Memory: the per-pixel state plus one chunk plus the held-back events (see the module docstring).
+    Memory: the per-pixel state plus one chunk plus the held-back events (see the module docstring). On an
+    error the partial output file is removed.
     """
     from tqdm import tqdm
 
@@ -456,7 +457,7 @@ def ets_file(in_path: str | os.PathLike, out_path: str | os.PathLike, t_on_us: f
         n_img = f.num_images
         img_ts = f.image_timestamps_us() if n_img else np.empty(0, np.int64)
         in_idx = f.event_indices
-        from_input = exposure_us is None and in_idx is not None and n_img and in_idx.shape[0] == n_img
+        from_input = bool(exposure_us is None and in_idx is not None and n_img and in_idx.shape[0] == n_img)
         if from_input:
             # time bounds of every window, filled in as the chunks holding them are read. A bound not read yet
             # lies at or after the last timestamp read, so it stays INT64_MAX meanwhile: every event emitted
@@ -492,6 +493,7 @@ def ets_file(in_path: str | os.PathLike, out_path: str | os.PathLike, t_on_us: f
                 writer.set_event_indices(counts.reshape(-1, 2))
         except BaseException:
             writer.close()
+            out_path.unlink(missing_ok=True)  # no half-written recording left behind
             raise
         writer.close()
     return EtsSummary(str(in_path), str(out_path), stream.sensor_size, stream.events_out, n_img, stream.trails,

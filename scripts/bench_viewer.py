@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
         mapper = DisplayMapper("auto", gamma=2.2)
         full = ViewerWindow(size, show_events=True, show_reference=True)
-        full.resize(int(1.5 * w), h + 40 + full.status.height())
+        full.resize(max(480, int(1.5 * w)), max(240, h) + 40 + full.status.height())  # tiny panels are not painted
         full.show()
 
         def draw_full(r, e, f):

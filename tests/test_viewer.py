@@ -166,6 +166,26 @@ def test_health_text_and_meters():
     assert window_label(RledWindows(np.zeros((2, 2), np.int64))).startswith("RLED")
 
 
+def test_pipeline_status_gives_the_same_line_without_a_window(make_events):
+    from livenight.engines.base import EngineInfo
+    from livenight.pipeline import Pipeline
+    from livenight.viewer.health import PipelineStatus
+
+    class Engine:
+        info = EngineInfo("ner.pth", "torch", "cuda:0", "float16", (346, 260), "events")
+
+    pipe = Pipeline([], (346, 260), Engine(), TimeWindows(40_000, 40_000))
+    status = PipelineStatus(pipe, notes=("headless",))
+    pipe.stats.events_in, pipe.stats.frames = 1000, 1
+    status(_frame(0, np.zeros((4, 4), np.uint8)))
+    pipe.stats.events_in, pipe.stats.frames = 401_000, 11
+    time.sleep(0.05)
+    text = status(Frame(1, np.zeros((4, 4), np.uint8), 1, 0, 40_000, make_events(10), (346, 260),
+                        host_time_s=time.monotonic() - 0.02))
+    assert "ner.pth torch/cuda:0 float16" in text and "window 40 ms" in text and "headless" in text
+    assert "shown" not in text and "latency p50" in text and "Mev/s" in text
+
+
 # ---------------------------------------------------------------------------- video.py
 def _frame(i, image, t_us=None):
     t1 = (i + 1) * 40_000 if t_us is None else t_us
@@ -418,6 +438,25 @@ def test_pause_freezes_the_display_while_reconstruction_continues(make_viewer, q
 
 
 @pytest.mark.qt
+def test_a_slow_display_costs_shown_frames_not_reconstruction(make_viewer, qtbot):
+    v = make_viewer()
+    qtbot.waitUntil(lambda: v.shown_frames >= 1, timeout=5000)
+    draw = v.window.show_images
+
+    def slow_draw(*args):
+        time.sleep(0.2)  # a display 5x slower than the 25 frames/s stream
+        draw(*args)
+
+    v.window.show_images = slow_draw
+    frames, shown, t0 = v.pipeline.stats.frames, v.shown_frames, time.monotonic()
+    qtbot.wait(1500)
+    made = v.pipeline.stats.frames - frames
+    assert made >= 0.7 * 25 * (time.monotonic() - t0)  # reconstruction kept its pace
+    assert v.shown_frames - shown <= 8  # the display showed what it could, the newest each time
+    assert v.mailbox.replaced_count >= made - 10
+
+
+@pytest.mark.qt
 def test_r_resets_the_recurrent_state_on_the_reconstruction_thread(make_viewer, qtbot):
     from PyQt5.QtCore import Qt
 
@@ -599,3 +638,20 @@ def test_run_viewer_carries_on_headless_when_no_window_can_open(viewer_app, monk
         stats = viewer_app.run_viewer(pipe)
     assert stats.frames > 50
     assert "no display (test)" in capsys.readouterr().err
+
+
+@pytest.mark.qt
+def test_bench_viewer_script_runs(viewer_app, qapp, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_viewer.py"
+    spec = importlib.util.spec_from_file_location("bench_viewer", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run(bench.parse_args(["--sizes", "64x48", "--frames", "3", "--warmup", "1"]))
+    assert [r["path"] for r in rows] == ["ImageView (baseline)", "window recon", "window full", "prep only (numpy)"]
+    assert all(r["ms_per_frame"] > 0 for r in rows) and rows[0]["vs_baseline"] == 1.0
+    assert "vs ImageView" in capsys.readouterr().out
+    out = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "ImageView" in out.stdout

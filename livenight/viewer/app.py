@@ -10,8 +10,10 @@ Why it is like this (threads):
   the frame in a one-slot :class:`~livenight.viewer.mailbox.NewestMailbox` and, only when no wake-up is already
   pending, emits a Qt signal, which Qt queues to the GUI thread. The GUI takes the newest frame, maps it for
   display, draws it, and records it if V is on. At most one notification is ever queued and the reconstruction
-  thread never waits for the GUI, so a slow display costs shown frames, never capture or inference. Drawing is
-  capped at ``max_display_fps`` (default 60) so a fast engine does not make the GUI thread burn a core.
+  thread never waits for the GUI, so a slow display costs shown frames, never capture or inference. The GUI
+  thread does share the GIL with the other two, so drawing is capped at ``max_display_fps`` (default 60) and at
+  ``max_display_duty`` (default half) of wall time: a draw taking ``d`` seconds is followed by a pause of at
+  least ``d`` before the next one.
 * **Commands that touch the pipeline run on the reconstruction thread.** The keys R and +/− only append to a
   locked command list; ``on_frame`` applies them before returning (R: ``windower.request_reset()``, so the
   *next* window carries ``reset=True`` and ``EngineBase.step`` zeroes the state, counted in
@@ -31,11 +33,11 @@ from __future__ import annotations
 
 import math
 import signal
-import traceback
-from collections import deque
 import sys
 import threading
 import time
+import traceback
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -126,6 +128,9 @@ class LiveViewer(QtCore.QObject):
         record_overlay: put the status line under the recorded picture.
         record_fps: nominal frame rate of recordings (frames are stamped with the time they were shown).
         max_display_fps: draw at most this often (newest frame wins).
+        max_display_duty: the largest share of wall time the GUI thread spends drawing frames: after a draw
+            that took ``d`` seconds the next one waits at least ``d / max_display_duty`` (the GUI thread shares
+            the GIL with capture and reconstruction, so an expensive draw is made rarer, never queued).
         exit_on_end: close the window when the stream ends (default: keep showing the last frame).
         join_timeout_s: how long shutdown waits for the reconstruction thread.
     """
@@ -137,8 +142,8 @@ class LiveViewer(QtCore.QObject):
     def __init__(self, pipeline, *, display: DisplayMapper | None = None, title: str | None = None,
                  show_events: bool = True, show_reference: bool | None = None, screenshot_dir: str | Path = ".",
                  record_path: str | Path | None = None, record_on_start: bool = False, record_overlay: bool = True,
-                 record_fps: float = 25.0, max_display_fps: float = 60.0, exit_on_end: bool = False,
-                 join_timeout_s: float = 10.0) -> None:
+                 record_fps: float = 25.0, max_display_fps: float = 60.0, max_display_duty: float = 0.5,
+                 exit_on_end: bool = False, join_timeout_s: float = 10.0) -> None:
         super().__init__()
         self.pipeline = pipeline
         self.display = display or DisplayMapper("fixed")
@@ -150,6 +155,10 @@ class LiveViewer(QtCore.QObject):
         self.record_overlay = record_overlay
         self.record_fps = float(record_fps)
         self.min_interval_s = 1.0 / max_display_fps if max_display_fps and max_display_fps > 0 else 0.0
+        if not 0.0 < max_display_duty <= 1.0:
+            raise ValueError(f"max_display_duty must be in (0, 1] (got {max_display_duty!r})")
+        self.max_display_duty = float(max_display_duty)
+        self._last_draw_s = 0.0
         self.exit_on_end = exit_on_end
         self.join_timeout_s = float(join_timeout_s)
         self.model, self.engine_label = engine_labels(pipeline.engine)
@@ -290,7 +299,8 @@ class LiveViewer(QtCore.QObject):
             if frame is not None:
                 self._held = frame
             return
-        wait_s = self._last_show + self.min_interval_s - time.perf_counter()
+        interval_s = max(self.min_interval_s, self._last_draw_s / self.max_display_duty)
+        wait_s = self._last_show + interval_s - time.perf_counter()
         if wait_s > 0:
             if not self._draw_timer.isActive():
                 self._draw_timer.start(max(1, math.ceil(wait_s * 1000)))
@@ -314,7 +324,8 @@ class LiveViewer(QtCore.QObject):
             self.latency.add(time.monotonic() - frame.host_time_s)
         if self.recorder is not None:
             self.recorder.write_image(image, time_s=time.monotonic(), text=self._status_text)
-        self.display_s.append(time.perf_counter() - t0)
+        self._last_draw_s = time.perf_counter() - t0
+        self.display_s.append(self._last_draw_s)
 
     def _on_finished(self) -> None:
         if self._shut_down:

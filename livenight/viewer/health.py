@@ -103,3 +103,38 @@ def window_label(policy) -> str:
     if hasattr(policy, "event_indices"):
         return "RLED (from the file)"
     return type(policy).__name__
+
+
+class PipelineStatus:
+    """``status(frame) -> str`` with the viewer's status line, for an MP4 overlay written without a window.
+
+    Rates come from the pipeline's counters, latency is event arrival → frame written. Called by
+    :meth:`VideoSink.write <livenight.viewer.video.VideoSink.write>` on the reconstruction thread.
+
+    Example:
+        >>> video = VideoSink("out.mp4", overlay=True)                # doctest: +SKIP
+        >>> pipe = Pipeline(source, size, engine, policy, sinks=[video])  # doctest: +SKIP
+        >>> video.status = PipelineStatus(pipe)                       # doctest: +SKIP
+    """
+
+    def __init__(self, pipeline, notes: tuple[str, ...] = ()) -> None:
+        self.pipeline = pipeline
+        self.notes = tuple(notes)
+        self.model, self.engine = engine_labels(pipeline.engine)
+        self._events = RateMeter()
+        self._frames = RateMeter()
+        self.latency = LatencyWindow()
+
+    def health(self, frame=None) -> Health:
+        p = self.pipeline
+        now = time.monotonic()
+        if frame is not None and frame.host_time_s > 0:
+            self.latency.add(now - frame.host_time_s)
+        return Health(events_per_s=self._events.update(p.stats.events_in, now),
+                      frames_per_s=self._frames.update(p.stats.frames, now), shown_per_s=None,
+                      latency_p50_ms=self.latency.percentile_ms(50), latency_p99_ms=self.latency.percentile_ms(99),
+                      dropped_events=p.ring.dropped_events, skipped_windows=p.windower.skipped_windows,
+                      engine=self.engine, model=self.model, window=window_label(p.windower.policy), notes=self.notes)
+
+    def __call__(self, frame) -> str:
+        return self.health(frame).text()

@@ -95,8 +95,6 @@ class ViewerWindow(QtWidgets.QWidget):
         self.status.setWordWrap(True)
         self.status.setFocusPolicy(Qt.NoFocus)
         self.status.setTextInteractionFlags(Qt.NoTextInteraction)
-        mono = QtGui.QFont("monospace")
-        mono.setStyleHint(QtGui.QFont.TypeWriter)
         self.status.setStyleSheet("QLabel { background: #111; color: #ddd; padding: 4px; }")
         self.status.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         # a fixed height (3 lines), so a status text that wraps differently never resizes the pictures
@@ -110,7 +108,8 @@ class ViewerWindow(QtWidgets.QWidget):
         side = show_events or show_reference
         grid = self.view.ci.layout
         self._label("reconstruction", row=0, col=0)
-        self.recon_vb, self.recon_item = self._panel(row=1, col=0, rowspan=3 if side else 1)
+        side_rows = 2 * (int(show_events) + int(show_reference))  # a label row and a picture row per panel
+        self.recon_vb, self.recon_item = self._panel(row=1, col=0, rowspan=max(1, side_rows - 1))
         self.event_vb = self.event_item = self.ref_vb = self.ref_item = None
         row = 0
         if show_events:
@@ -120,13 +119,15 @@ class ViewerWindow(QtWidgets.QWidget):
         if show_reference:
             self._label("reference frame", row=row, col=1)
             self.ref_vb, self.ref_item = self._panel(row=row + 1, col=1)
-        for r in range(4):
+        for r in range(grid.rowCount()):
             grid.setRowStretchFactor(r, r % 2)  # labels keep their height, pictures share the rest
         if side:
             grid.setColumnStretchFactor(0, 2)
             grid.setColumnStretchFactor(1, 1)
         self._shapes: dict[int, tuple[int, ...]] = {}
 
+        mono = QtGui.QFont("monospace")
+        mono.setStyleHint(QtGui.QFont.TypeWriter)
         self.help = QtWidgets.QLabel(help_text(), self.view)
         self.help.setFont(mono)
         self.help.setStyleSheet("QLabel { background: rgba(0, 0, 0, 200); color: white; padding: 12px; "

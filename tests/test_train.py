@@ -1,0 +1,306 @@
+"""Training: config loading, sequence windows, crop/flip alignment, memmap preparation, losses, a real overfit,
+checkpoint round trip, exact resume, and a two-process DDP step on the CPU (gloo)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livenight.events import EVENT_DTYPE
+from livenight.letc import official_times
+from livenight.model.checkpoint import load_model
+from livenight.simulate import write_night
+from livenight.train import (ArrayRecording, Augment, H5Recording, MemmapRecording, SequenceDataset,
+                             StepBatchSampler, TrainConfig, Trainer, load_config, prepare, run_train, ssim,
+                             synthetic_params, train, warp)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = {"base_channels": 4, "num_encoders": 2, "num_residual_blocks": 1, "kernel_size": 3, "rep_channels": 8}
+
+
+@pytest.fixture(scope="module")
+def rled_dir(tmp_path_factory) -> Path:
+    """Two 0.5 s training recordings (13 frames, 12 windows each) and one 0.3 s validation recording, 48×40."""
+    d = tmp_path_factory.mktemp("rled")
+    (d / "train").mkdir()
+    (d / "val").mkdir()
+    write_night(d / "train" / "a.h5", seconds=0.5, size=(48, 40), seed=3)
+    write_night(d / "train" / "b.h5", seconds=0.5, size=(48, 40), seed=4)
+    write_night(d / "val" / "v.h5", seconds=0.3, size=(48, 40), seed=5)
+    return d
+
+
+def _config(tmp_path: Path, rled_dir: Path, name: str = "cfg", **top) -> Path:
+    cfg = {"out_dir": str(tmp_path / name), "sequence_length": 4, "crop": 32, "steps": 2, "lr": 1e-3,
+           "checkpoint_every": 1, "val_every": 2, "seed": 7, "model": TINY_MODEL,
+           "losses": {"l1": 1.0, "ssim": 0.5, "lpips": 0.0},
+           "log": {"progress": False, "tensorboard": False},
+           "data": {"files": [str(rled_dir / "train" / "*.h5")]},
+           "val": {"files": [str(rled_dir / "val")], "sequence_length": 4}}
+    cfg.update(top)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_ner_tiny_config_loads_with_overrides_and_unknown_keys_fail(tmp_path):
+    cfg = load_config(ROOT / "configs" / "ner-tiny.toml", overrides={"steps": 7, "model.base_channels": 8})
+    assert cfg.steps == 7 and cfg.model.base_channels == 8 and cfg.model.num_encoders == 3
+    assert cfg.model.sensor_size == (cfg.crop, cfg.crop) == (160, 160)
+    assert cfg.sequence_length == 40 and cfg.amsgrad and cfg.schedule == "constant"
+    assert cfg.data.synthetic.count > 0 and cfg.val.synthetic.seed != cfg.data.synthetic.seed
+    assert cfg.data.synthetic.illuminance == (0.02, 0.2)
+    assert load_config(ROOT / "configs" / "ner-tiny.toml", overrides=["crop=96"]).model.sensor_size == (96, 96)
+    # the JSON form of the same config round-trips
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    assert load_config(tmp_path / "c.json") == cfg
+    with pytest.raises(ValueError, match="unknown config keys.*stepz"):
+        load_config(ROOT / "configs" / "ner-tiny.toml", overrides={"stepz": 1})
+    with pytest.raises(ValueError, match=r"unknown \[model\] keys"):
+        load_config(ROOT / "configs" / "ner-tiny.toml", overrides={"model.width": 1})
+
+
+def test_synthetic_recordings_draw_varied_deterministic_parameters():
+    cfg = load_config(ROOT / "configs" / "ner-tiny.toml")
+    spec = cfg.data.synthetic
+    draws = [synthetic_params(spec, i) for i in range(12)]
+    illum = [d[2].illuminance for d in draws]
+    assert all(0.02 <= v <= 0.2 for v in illum) and max(illum) / min(illum) > 2
+    assert len({d[0] for d in draws}) == 12  # distinct simulation seeds
+    assert len({d[1].n_objects for d in draws}) > 1 and len({round(d[2].tau_ref_us) for d in draws}) == 12
+    assert synthetic_params(spec, 3) == draws[3]
+    held_out = {synthetic_params(cfg.val.synthetic, i)[0] for i in range(cfg.val.synthetic.count)}
+    assert not held_out & {synthetic_params(spec, i)[0] for i in range(spec.count)}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_dataset_windows_equal_event_indices_slices(rled_dir):
+    rec = H5Recording(rled_dir / "train" / "a.h5")
+    ds = SequenceDataset([rec], sequence_length=4, crop=None)
+    assert rec.num_windows == rec.num_images - 1 == 12 and len(ds) == 3
+    from livenight.drivers.rled import RledFile
+
+    with RledFile(rec.path) as f:
+        for k in range(len(ds)):
+            item = ds[k]
+            for j, (x, y, t, p) in enumerate(item.events):
+                i = item.start + j
+                a, b = f.event_indices[i]
+                ev = f.read_events(a, b)
+                assert ev.size > 0
+                np.testing.assert_array_equal(x, ev["x"])
+                np.testing.assert_array_equal(y, ev["y"])
+                np.testing.assert_array_equal(t, official_times(ev["t"]))
+                np.testing.assert_array_equal(p, ev["p"].astype(np.float32) * 2 - 1)
+                np.testing.assert_array_equal(item.frames[j], f.image(i))
+    assert [ds.index[k][1] for k in range(3)] == [0, 4, 8]
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+@pytest.mark.parametrize("vflip", [False, True])
+def test_crop_and_flips_keep_events_on_their_pixels(hflip, vflip):
+    w, h = 30, 20
+    frame = np.zeros((1, h, w), np.uint8)
+    frame[0, 7, 13] = 255  # bright pixel at x=13, y=7
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["t"] = [100, 5000, 9000]
+    ev["x"] = [13, 2, 13]  # the second event lies left of the crop
+    ev["y"] = [7, 7, 7]
+    ev["p"] = [1, 0, 1]
+    rec = ArrayRecording(ev, np.repeat(frame, 2, axis=0), [[0, 3], [3, 3]])
+    aug = Augment(x0=5, y0=3, width=16, height=12, hflip=hflip, vflip=vflip)
+    item = SequenceDataset([rec], 1, crop=16).item(0, aug)
+    x, y, t, p = item.events[0]
+    assert x.tolist() == [x[0]] * 2 and y.tolist() == [y[0]] * 2  # the outside event is gone
+    ys, xs = np.nonzero(item.frames[0])
+    assert (xs.tolist(), ys.tolist()) == ([x[0]], [y[0]])
+    assert x[0] == (16 - 1 - 8 if hflip else 8) and y[0] == (12 - 1 - 4 if vflip else 4)
+    np.testing.assert_array_equal(t, official_times(np.array([100, 9000])))
+    # flow moves with the pixels: a flip negates the flipped component
+    fl = np.zeros((2, h, w), np.float32)
+    fl[:, 7, 13] = (2.0, -1.0)
+    out = aug.flow(fl)
+    assert out[:, y[0], x[0]].tolist() == [-2.0 if hflip else 2.0, 1.0 if vflip else -1.0]
+
+
+def test_empty_window_gets_the_official_dummy_event():
+    ev = np.zeros(1, EVENT_DTYPE)
+    ev["x"], ev["y"] = 29, 19  # outside the crop below
+    rec = ArrayRecording(ev, np.zeros((2, 20, 30), np.uint8), [[0, 1], [1, 1]])
+    x, y, t, p = SequenceDataset([rec], 1, crop=8).item(0, Augment(0, 0, 8, 8)).events[0]
+    assert (x.tolist(), y.tolist(), t.tolist(), p.tolist()) == ([0], [0], [0.0], [1.0])
+
+
+def test_sampler_is_deterministic_and_shards_disjoint():
+    a = [StepBatchSampler(10, batch=1, steps=5, seed=3, rank=r, world_size=2) for r in range(2)]
+    seqs = [[k[0][0] for k in s] for s in a]
+    assert not set(seqs[0]) & set(seqs[1]) and sorted(seqs[0] + seqs[1]) == list(range(10))
+    resumed = StepBatchSampler(10, batch=1, steps=5, start_step=2, seed=3, rank=0, world_size=2)
+    assert list(resumed) == list(a[0])[2:]
+    assert len({k[0][1] for k in a[0]}) == 5  # a fresh crop / flip seed per step
+
+
+def test_prepared_memmap_gives_the_same_sequences_as_h5(rled_dir, tmp_path):
+    res = prepare(rled_dir / "train", tmp_path / "mm", progress=False)
+    assert sorted(Path(p).name for p in res["prepared"]) == ["a", "b"]
+    assert prepare(rled_dir / "train", tmp_path / "mm", progress=False)["skipped"]  # unchanged: skipped
+    mm = MemmapRecording(tmp_path / "mm" / "a")
+    meta = json.loads((tmp_path / "mm" / "a" / "metadata.json").read_text())
+    assert meta["sensor_size"] == [48, 40] and meta["sensor_resolution"] == [40, 48]
+    assert np.load(tmp_path / "mm" / "a" / "t.npy").dtype == np.int64
+    assert np.load(tmp_path / "mm" / "a" / "xy.npy").dtype == np.int16
+    h5 = H5Recording(rled_dir / "train" / "a.h5")
+    ds_h5 = SequenceDataset([h5], 4, crop=32, flips=True)
+    ds_mm = SequenceDataset([mm], 4, crop=32, flips=True)
+    assert len(ds_h5) == len(ds_mm) == 3
+    for key in [(0, 11), (1, 12), (2, 13)]:
+        a, b = ds_h5[key], ds_mm[key]
+        assert a.augment == b.augment
+        np.testing.assert_array_equal(a.frames, b.frames)
+        for ea, eb in zip(a.events, b.events):
+            for ca, cb in zip(ea, eb):
+                np.testing.assert_array_equal(ca, cb)
+                assert ca.dtype == cb.dtype
+    # the data loader finds prepared folders through their parent folder too
+    from livenight.train import open_recordings
+
+    assert sorted(r.name for r in open_recordings([str(tmp_path / "mm")])) == ["a", "b"]
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def test_ssim_matches_scikit_image_and_warp_shifts():
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(0)
+    a = rng.random((24, 30))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    ref = metrics.structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False)
+    got = ssim(torch.from_numpy(a)[None, None].double(), torch.from_numpy(b)[None, None].double())
+    assert abs(float(got) - ref) < 1e-5
+    img = torch.arange(20.0).view(1, 1, 4, 5)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 0] = 1.0  # sample one pixel to the right
+    out = warp(img, flow)
+    torch.testing.assert_close(out[..., :4], img[..., 1:])
+    assert torch.all(out[..., 4] < img[..., 4])  # half outside: zero padded
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _tiny_cfg(tmp_path, **kw) -> TrainConfig:
+    base = TrainConfig.from_dict({"sequence_length": 4, "crop": 32, "lr": 3e-3, "model": TINY_MODEL,
+                                  "losses": {"l1": 1.0, "ssim": 0.0, "lpips": 0.0}, "out_dir": str(tmp_path)})
+    return replace(base, **kw)
+
+
+def test_overfitting_a_fixed_batch_reduces_the_loss(rled_dir, tmp_path):
+    cfg = _tiny_cfg(tmp_path, freeze_letc=False)
+    ds = SequenceDataset([H5Recording(rled_dir / "train" / "a.h5")], 4, crop=32, flips=True)
+    trainer = Trainer(cfg)
+    batch = [ds[(1, 5)]]
+    losses = [trainer.train_step(batch)["loss"] for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert trainer.step == 30
+
+
+def test_temporal_loss_is_used_when_flow_exists(tmp_path):
+    rng = np.random.default_rng(1)
+    ev = np.zeros(200, EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, 90_000, 200))
+    ev["x"], ev["y"], ev["p"] = rng.integers(0, 16, 200), rng.integers(0, 16, 200), rng.integers(0, 2, 200)
+    frames = rng.integers(0, 255, (4, 16, 16)).astype(np.uint8)
+    idx = np.searchsorted(ev["t"], np.array([[0, 20_000], [20_000, 40_000], [40_000, 60_000], [60_000, 80_000]]))
+    rec = ArrayRecording(ev, frames, idx, flow=np.zeros((4, 2, 16, 16), np.float32))
+    ds = SequenceDataset([rec], 3, crop=16)
+    cfg = _tiny_cfg(tmp_path, crop=16, sequence_length=3, losses=replace(_tiny_cfg(tmp_path).losses, temporal=1.0))
+    stats = Trainer(cfg, has_flow=ds.has_flow).train_step([ds[0]])
+    assert stats["temporal"] > 0 and np.isfinite(stats["loss"])
+
+
+def _params(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.state_dict().values()]
+
+
+def test_checkpoint_roundtrip_and_exact_resume(rled_dir, tmp_path):
+    # GIVEN a 2-step run with a checkpoint per step and validation at step 2
+    cfg_path = _config(tmp_path, rled_dir, "a")
+    first = train(load_config(cfg_path))
+    out = Path(first.out_dir)
+    assert first.step == 2 and (out / "checkpoints" / "step-00000001.pth").is_file()
+    # the checkpoint is livenight's format: load_model gives the trained network, outputs identical
+    loaded = load_model(out / "last.pth", (32, 32))
+    grid = torch.rand(1, 10, 32, 32)
+    with torch.no_grad():
+        net = first.trainer.net.eval()
+        a, _ = net(grid, net.initial_state())
+        b, _ = loaded(grid, loaded.initial_state())
+    assert torch.equal(a, b)
+    ck = torch.load(out / "last.pth", weights_only=True)
+    assert ck["step"] == 2 and ck["train_config"]["crop"] == 32
+
+    # WHEN it resumes to 4 steps, and a fresh run goes to 4 steps in one go
+    resumed = run_train(cfg_path, resume=out / "last.pth", overrides={"steps": 4})
+    straight = train(load_config(_config(tmp_path, rled_dir, "b", steps=4)))
+
+    # THEN the step count, the optimiser state and the weights continue exactly
+    assert resumed["start_step"] == 2 and resumed["step"] == 4
+    ck = torch.load(out / "last.pth", weights_only=True)
+    assert ck["step"] == 4 and float(ck["optimizer"]["state"][0]["step"]) == 4
+    for p, q in zip(_params(load_model(out / "last.pth", (32, 32))), _params(straight.trainer.net)):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    rows = list(csv.DictReader(open(out / "train.csv")))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[1]["val_mse"] and float(rows[3]["val_ssim"]) > -1 and not rows[0]["val_mse"]
+    assert float(rows[0]["lr"]) == 1e-3 and rows[0]["l1"] and not rows[0]["lpips"]
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_path: str, result_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    if Path("/sys/class/net/lo").exists():
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    res = train(load_config(cfg_path))
+    torch.save({"params": _params(res.trainer.net), "step": res.step, "world_size": res.world_size,
+                "wrote_csv": res.csv is not None}, Path(result_dir) / f"rank{rank}.pt")
+
+
+def test_ddp_two_processes_on_cpu_gloo(rled_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    cfg_path = _config(tmp_path, rled_dir, "ddp", val={"files": []}, checkpoint_every=0)
+    init = Trainer(load_config(cfg_path)).net
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(cfg_path), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert r0["step"] == r1["step"] == 2 and r0["world_size"] == 2
+    assert r0["wrote_csv"] and not r1["wrote_csv"]
+    for p, q in zip(r0["params"], r1["params"]):
+        torch.testing.assert_close(p, q)  # gradients were all-reduced: the replicas agree
+    assert any(not torch.equal(p, q) for p, q in zip(r0["params"], _params(init)))
+    assert (tmp_path / "ddp" / "last.pth").is_file()
+    assert len(list(csv.DictReader(open(tmp_path / "ddp" / "train.csv")))) == 2
