@@ -17,8 +17,9 @@ ties in raster-pixel order (``y·W + x``), then in per-pixel order. Defaults: ``
 ``soft = 0``.
 
 Equal timestamps at one pixel. The official script orders each pixel's events with NumPy's default
-(non-stable) argsort, so the order among a pixel's equal timestamps is whatever its quicksort produced (stream
-order for pixels with at most 16 events, where it falls back to insertion sort; unspecified beyond). Here it is
+(non-stable) argsort, so the order among a pixel's equal timestamps is whatever its quicksort produced (in the
+NumPy <= 1.23 the script needs: stream order for pixels with at most 16 events, where the introsort is a plain
+insertion sort; unspecified beyond). Here it is
 always **stream order** (a stable sort). It matters only when such events differ in polarity, or when
 ``soft > 0`` lets an equal timestamp continue a trail: identical (t, x, y, p) rows are interchangeable.
 
@@ -31,7 +32,7 @@ the same per-pixel order as that lexsort). Each event is packed into one int64 k
 is a stable sort of the keys on bits ``[1, 64)`` over stream order: an LSD radix sort on the time bits
 (1024-bucket passes), then an insertion pass that orders pixels within runs of equal time (a radix sort on all
 bits when those runs are long), then the keys are unpacked. A stable ``np.lexsort`` takes over when the
-time span does not fit the key (about ``2**(61 − S)`` µs: 12 days at 1280x720). The results equal
+time span does not fit a 62-bit key (about ``2**(62 − S)`` µs: 12 days at 1280x720). The results equal
 :func:`ets_reference`, a plain per-pixel Python port used as the test oracle and benchmark baseline.
 
 Streaming (:class:`EtsStream`, :func:`ets_file`). The per-pixel state (prev_t, prev_p, start, num, gap) is

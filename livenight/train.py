@@ -65,8 +65,9 @@ from .model.nernet import NERNet, NERNetConfig
 
 __all__ = ["TrainConfig", "DataConfig", "ValConfig", "SyntheticConfig", "LossConfig", "LogConfig", "load_config",
            "Augment", "SequenceItem", "SequenceDataset", "StepBatchSampler", "H5Recording", "MemmapRecording",
-           "ArrayRecording", "open_recordings", "synthetic_params", "Trainer", "SequenceModel", "ssim", "warp",
-           "evaluate", "train", "run_train", "prepare", "run_prepare"]
+           "ArrayRecording", "open_recordings", "synthetic_params", "synthetic_recordings", "model_inputs",
+           "build_model", "Trainer", "TrainResult", "SequenceModel", "LossTerms", "lpips_status", "ssim", "warp",
+           "evaluate", "train", "run_train", "prepare", "prepare_file", "run_prepare"]
 
 Range = tuple[float, float]
 Schedule = Literal["constant", "cosine", "step"]

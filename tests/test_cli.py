@@ -224,8 +224,8 @@ def test_info(recording, capsys):
     assert rc == 0, err
     assert f"{W}x{H}" in out
     assert f"{ev.size} " in out
-    assert f"images      {N_IMG}" in out
-    assert "event_indices yes" in out
+    assert f"frames         {N_IMG}" in out
+    assert "event_indices  yes" in out
     assert f"{int(ev['t'][0])} .. {int(ev['t'][-1])} µs (events/ts stored in us)" in out
 
 

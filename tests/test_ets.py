@@ -211,6 +211,11 @@ def test_long_runs_of_equal_times_and_huge_time_spans():
     ev = make_events(t, rng.integers(0, 4, 400), rng.integers(0, 4, 400), rng.integers(0, 2, 400))
     kw = {"t_on_us": math.inf, "t_off_us": 30}
     assert np.array_equal(ets(ev, (4, 4), **kw), ets_reference(ev, (4, 4), **kw))
+    shuffled = ev[rng.permutation(400)]
+    assert np.array_equal(ets(shuffled, (4, 4), **kw), ets_reference(shuffled, (4, 4), **kw))
+    stream = EtsStream((4, 4), **kw)
+    out = np.concatenate([stream.push(ev[:150]), stream.push(ev[150:]), stream.flush()])
+    assert np.array_equal(out, ets(ev, (4, 4), **kw))
 
 
 # ---------------------------------------------------------------------------- streaming
@@ -273,6 +278,9 @@ def test_input_errors():
     bad["p"][1] = 2
     with pytest.raises(SourceError, match="polarity 2"):
         ets(bad, (4, 4))
+    unsorted = make_events([5, 1, 2, 3], [0, 0, 0, 7], [0, 0, 0, 0], [1, 1, 1, 1])
+    with pytest.raises(SourceError, match="event 3 at"):  # the index in the caller's array
+        ets(unsorted, (4, 4))
     with pytest.raises(ValueError, match="sensor_size"):
         ets(one_pixel([1]), (0, 4))
     with pytest.raises(ValueError, match="t_on_us"):

@@ -39,3 +39,15 @@ def test_record_converts_a_recording_and_cuts_at_seconds(tmp_path, capsys):
         assert f.num_images == int(np.count_nonzero(sim.frame_end_us < t0 + 200_000))
         assert f.event_indices is not None and f.event_indices.shape == (f.num_images, 2)
     assert "wrote" in capsys.readouterr().out
+
+
+def test_info_on_shared_recordings(capsys):
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    assert main(["info", str(data / "davis346.aedat4")]) == 0
+    out = capsys.readouterr().out
+    assert "346x260" in out and "78830 over 2.360 s" in out and "frames         59" in out
+    assert main(["info", str(data / "gen4_pointsource.dat")]) == 0
+    out = capsys.readouterr().out
+    assert "1280x720" in out and "1218618 over 10.768 s" in out and "5856 .. 10773853 µs" in out

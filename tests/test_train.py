@@ -210,7 +210,7 @@ def _tiny_cfg(tmp_path, **kw) -> TrainConfig:
 
 
 def test_overfitting_a_fixed_batch_reduces_the_loss(rled_dir, tmp_path):
-    cfg = _tiny_cfg(tmp_path, freeze_letc=False)
+    cfg = _tiny_cfg(tmp_path, freeze_letc=False, lr=5e-3)
     ds = SequenceDataset([H5Recording(rled_dir / "train" / "a.h5")], 4, crop=32, flips=True)
     trainer = Trainer(cfg)
     batch = [ds[(1, 5)]]
