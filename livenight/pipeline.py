@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -41,11 +42,11 @@ class PipelineStats:
     resets: int = 0
     wall_s: float = 0.0
     engine_s: float = 0.0
-    latency_s: list[float] = field(default_factory=list)
+    latency_s: deque = field(default_factory=lambda: deque(maxlen=100_000))  # bounded on long live runs
     live: bool = False
 
     def latency_ms(self, q: float) -> float:
-        return float(np.percentile(self.latency_s, q) * 1e3) if self.latency_s else float("nan")
+        return float(np.percentile(np.fromiter(self.latency_s, float), q) * 1e3) if self.latency_s else float("nan")
 
     def summary(self) -> str:
         fps = self.frames / self.wall_s if self.wall_s > 0 else 0.0

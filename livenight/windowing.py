@@ -122,6 +122,8 @@ class Windower:
         self.origin_us: int | None = policy.origin_us if isinstance(policy, TimeWindows) else None
         self._last_event_t: int | None = None
         self._reset_pending = True
+        self._reset_requests = 0  # incremented by other threads (request_reset)
+        self._reset_seen = 0
         self._sensor_size: tuple[int, int] | None = None
         if isinstance(policy, RledWindows):
             self._idx = np.asarray(policy.event_indices, dtype=np.int64)
@@ -135,7 +137,8 @@ class Windower:
         self._sensor_size = tuple(sensor_size)
 
     def request_reset(self) -> None:
-        self._reset_pending = True
+        """Ask for a state reset at the next window; safe to call from any thread (a counter, never cleared)."""
+        self._reset_requests += 1
 
     # ------------------------------------------------------------------ completion
     def _last_complete(self) -> int:
@@ -176,7 +179,9 @@ class Windower:
             t1 = int(events["t"][-1]) + 1 if events.size else t0
             next_start = int(self._idx[k + 1, 0]) if k + 1 < self._idx.shape[0] else i1
         ring.release(next_start)  # nothing before the next window's start is needed again
-        reset = self._reset_pending
+        requests = self._reset_requests
+        reset = self._reset_pending or requests != self._reset_seen
+        self._reset_seen = requests
         if events.size:
             t = events["t"]
             first = int(t[0])
