@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from . import __version__, argtypes
 from .errors import LivenightError
 
 SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "eval", "export", "info", "record", "simulate")
@@ -36,21 +36,8 @@ Run 'livenight COMMAND --help' for a command's options.
 """
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 346x260 (got {text!r})") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive (got {text!r})")
-    return w, h
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (got {text!r})")
-    return v
+_size = argtypes.size
+_positive_int = argtypes.positive_int
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -26,22 +26,10 @@ import statistics
 import sys
 import time
 
+from livenight import argtypes
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 346x260 (got {text!r})") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive (got {text!r})")
-    return w, h
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (got {text!r})")
-    return v
+_size = argtypes.size
+_positive_int = argtypes.positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from livenight.errors import EngineMismatchError, ShapeError, SourceError
 
+from .nernet import ConvLayer, ResidualBlock, UpsampleConvLayer
+
 Family = Literal["E2VID", "E2VID+", "FireNet", "FireNet+"]
 FAMILIES: tuple[str, ...] = ("E2VID", "E2VID+", "FireNet", "FireNet+")
 
@@ -146,19 +148,7 @@ class FireNetConfig:
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
-class ConvLayer(nn.Module):
-    """Conv (bias) + optional ReLU; the conv is ``.conv2d`` as in the official ``ConvLayer``."""
-
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, relu: bool = True) -> None:
-        super().__init__()
-        self.conv2d = nn.Conv2d(cin, cout, k, stride, padding, bias=True)
-        self.relu = relu
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv2d(x)
-        return F.relu(x) if self.relu else x
-
-
+# ConvLayer, UpsampleConvLayer and ResidualBlock are NER-Net's (same definitions and key names in both codebases)
 class TransposedConvLayer(nn.Module):
     """×2 transposed conv (stride 2, ``output_padding`` 1) + ReLU; E2VID_lightweight's decoder."""
 
@@ -169,30 +159,6 @@ class TransposedConvLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.transposed_conv2d(x))
-
-
-class UpsampleConvLayer(nn.Module):
-    """Bilinear ×2 (``align_corners=False``) + conv + ReLU; E2VID+'s decoder."""
-
-    def __init__(self, cin: int, cout: int, k: int) -> None:
-        super().__init__()
-        self.conv2d = nn.Conv2d(cin, cout, k, 1, k // 2, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        return F.relu(self.conv2d(x))
-
-
-class ResidualBlock(nn.Module):
-    """``relu(conv2(relu(conv1(x))) + x)``, 3×3 convs with bias."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, 1, 1, bias=True)
-        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv2(F.relu(self.conv1(x))) + x)
 
 
 class ConvLSTM(nn.Module):
