@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__, argtypes
 from .errors import LivenightError
 
-SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "eval", "export", "info", "record", "simulate")
+SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "ets", "eval", "export", "info", "record", "simulate")
 
 DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
@@ -29,6 +29,7 @@ commands:
   livenight info FILE                 describe a recording
   livenight record --camera X --out F record any source to an RLED .h5
   livenight devices | doctor          connected cameras | what can run here and what to install
+  livenight ets IN.h5 OUT.h5          event trail suppression (NER-Net's ETS), streaming
   livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc           benchmarks (ring-buffer ingest; LETC lookup table vs exact MLP)
@@ -550,6 +551,30 @@ def run_record(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- ets
+def _ets_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="livenight ets",
+        description="Event trail suppression (NER-Net's ETS): per pixel, a run of same-polarity events with growing "
+                    "gaps (the low-light trail after an edge) is collapsed onto the run's first timestamp + 1 µs per "
+                    "event. Streams the input in chunks and writes a valid RLED file (images copied, event_indices "
+                    "and num_imgs recomputed).")
+    p.add_argument("input", help="RLED .h5 input")
+    p.add_argument("output", help="RLED .h5 output (must differ from the input)")
+    p.add_argument("--t-on-us", type=float, help="largest gap in µs still counted as a trail for ON events (default 1e6)")
+    p.add_argument("--t-off-us", type=float, help="the same for OFF events (default 1e6)")
+    p.add_argument("--soft-us", type=float, help="tolerance in µs on the growing-gap rule (default 0)")
+    p.add_argument("--chunk-events", type=_positive_int, help="events read per chunk (default 1048576)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_ets(args) -> int:
+    from .ets import run_ets_command
+
+    return run_ets_command(args.input, args.output, args.t_on_us, args.t_off_us, args.soft_us, args.chunk_events)
+
+
 # ---------------------------------------------------------------------------- export
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -593,7 +618,7 @@ def run_export(args) -> int:
 _COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_demo),
              "devices": (_devices_parser, run_devices), "doctor": (_doctor_parser, run_doctor),
              "record": (_record_parser, run_record),
-             "eval": (_eval_parser, run_eval), "export": (_export_parser, run_export),
+             "eval": (_eval_parser, run_eval), "ets": (_ets_parser, run_ets), "export": (_export_parser, run_export),
              "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
 
 

@@ -51,3 +51,18 @@ def test_info_on_shared_recordings(capsys):
     assert main(["info", str(data / "gen4_pointsource.dat")]) == 0
     out = capsys.readouterr().out
     assert "1280x720" in out and "1218618 over 10.768 s" in out and "5856 .. 10773853 µs" in out
+
+
+def test_ets_command_writes_a_valid_rled_file(tmp_path, capsys):
+    src = tmp_path / "in.h5"
+    write_night(src, seconds=0.3, size=(40, 30), seed=4)
+    out = tmp_path / "ets.h5"
+    assert main(["ets", str(src), str(out)]) == 0
+    with RledFile(src) as a, RledFile(out) as b:
+        assert b.num_events == a.num_events and b.num_images == a.num_images
+        ea, eb = a.read_events(0, a.num_events), b.read_events(0, b.num_events)
+        assert np.all(np.diff(eb["t"]) >= 0)
+        assert np.count_nonzero(ea["t"] != np.sort(eb["t"])) > 0  # trails were collapsed
+        assert sorted(zip(ea["x"], ea["y"], ea["p"])) == sorted(zip(eb["x"], eb["y"], eb["p"]))
+        assert b.event_indices is not None and b.event_indices.shape == (b.num_images, 2)
+    assert main(["ets", str(src), str(src)]) == 2  # never overwrites its input
