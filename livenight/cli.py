@@ -32,7 +32,7 @@ commands:
   livenight ets IN.h5 OUT.h5          event trail suppression (NER-Net's ETS), streaming
   livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
-  livenight bench ring|letc           benchmarks (ring-buffer ingest; LETC lookup table vs exact MLP)
+  livenight bench ring|letc|model     benchmarks, each against a baseline run in the same process
 Run 'livenight COMMAND --help' for a command's options.
 """
 
@@ -278,9 +278,10 @@ def _expected_frames(pipe, source, max_frames):
 # ---------------------------------------------------------------------------- demo
 def _demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livenight demo",
-                                description="Simulate a short night clip (no downloads) and reconstruct it. "
-                                            "Writes DIR/frame_*.png, DIR/gt/ (the well-lit scene) and "
-                                            "DIR/events/ (the events of each window).")
+                                description="Simulate a short night clip (no downloads) and reconstruct it: in a "
+                                            "window when a display works (in real time), and always into "
+                                            "DIR/frame_*.png, DIR/gt/ (the well-lit scene) and DIR/events/ (the "
+                                            "events of each window).")
     p.add_argument("--out", metavar="DIR", default="livenight-demo", help="output folder (default ./livenight-demo)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of the simulated clip in seconds (default 2)")
     p.add_argument("--size", type=_size, default=(346, 260), help="sensor size WIDTHxHEIGHT (default 346x260)")
@@ -304,7 +305,7 @@ def run_demo(args) -> int:
         print(f"livenight: {sim.events.shape[0]} events, {sim.frames.shape[0]} ground-truth frames")
         run_args = _run_parser().parse_args(["--replay", str(h5), "--out", str(out), "--save-gt", "--save-evframe"]
                                             + (["--max-frames", str(args.max_frames)] if args.max_frames else [])
-                                            + ["--no-gui"])
+                                            + (["--no-gui"] if args.no_gui else []))
         return run_pipeline_command(run_args)
 
 

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ._optional import has
 from .errors import SourceError, SourceNotFoundError
@@ -224,6 +225,8 @@ class TrainConfig:
 
     ``model`` holds the architecture at the crop size (``sensor_size = (crop, crop)``). ``bptt`` = 0 back-propagates
     through the whole sequence, ``k`` > 0 in chunks of ``k`` windows (state detached between chunks).
+    ``checkpoint_letc`` recomputes a trainable LETC MLP in the backward pass instead of keeping its per-event
+    activations (same gradients; at ~12k events per window they take ~3 GB per 40-window sequence otherwise).
     ``grad_clip`` = 0 disables clipping. ``amp`` applies on CUDA only. ``checkpoint_every`` / ``val_every`` = 0: only
     at the end.
     """
@@ -251,6 +254,7 @@ class TrainConfig:
     lr_gamma: float = 0.5
     grad_clip: float = 0.0
     bptt: int = 0
+    checkpoint_letc: bool = True
     amp: bool = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     device: str = "auto"
@@ -1072,9 +1076,10 @@ class SequenceModel(nn.Module):
     returns ``(images [K, B, 1, h, w] cropped to the sensor size, state)``.
     """
 
-    def __init__(self, net: NERNet) -> None:
+    def __init__(self, net: NERNet, checkpoint_letc: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.checkpoint_letc = checkpoint_letc
 
     def forward(self, windows: list, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         w, h = self.net.cfg.sensor_size
@@ -1085,7 +1090,10 @@ class SequenceModel(nn.Module):
         for win in windows:
             dev = state[0].device.type
             with torch.autocast(device_type=dev, enabled=False), torch.set_grad_enabled(quant_grad):
-                grid = torch.cat([self.net.quantize(*ev) for ev in win])
+                if quant_grad and self.checkpoint_letc:  # recompute the per-event MLP in backward: far less memory
+                    grid = torch.cat([checkpoint(self.net.quantize, *ev, use_reentrant=False) for ev in win])
+                else:
+                    grid = torch.cat([self.net.quantize(*ev) for ev in win])
             img, state = self.net(grid, state)
             outs.append(img[:, :, top:top + h, left:left + w])
         return torch.stack(outs), state
@@ -1126,7 +1134,7 @@ class Trainer:
         self.device = torch.device(device)
         self.world_size = world_size
         self.net = build_model(cfg, say).to(self.device)
-        self.seq_model = SequenceModel(self.net)
+        self.seq_model = SequenceModel(self.net, checkpoint_letc=cfg.checkpoint_letc)
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
