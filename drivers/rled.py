@@ -29,7 +29,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from livenight.errors import ShapeError, SourceError, SourceNotFoundError
-from livenight.events import EVENT_DTYPE, EventPacket, check_events, polarity_to_on
+from livenight.events import EVENT_DTYPE, EventPacket, check_events, concat_events, polarity_to_on
 
 from .base import SingleUse
 
@@ -341,7 +341,7 @@ class RledSource(SingleUse):
         pending: np.ndarray | None = None
         t_start = f.t_first_us
         for _, ev in f.iter_chunks(self.chunk_events):
-            chunk = ev if pending is None else np.concatenate([pending, ev])
+            chunk = ev if pending is None else concat_events([pending, ev])
             # hold back the events sharing the chunk's last timestamp: they may continue in the next chunk
             cut = int(np.searchsorted(chunk["t"], chunk["t"][-1], side="left"))
             if cut == 0:

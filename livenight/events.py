@@ -15,6 +15,16 @@ import numpy as np
 from .errors import ShapeError, SourceError
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
+#: the same 13 bytes as one opaque item: copies, concatenation and slicing assignments through this view are
+#: plain memcpy (30-40x faster than numpy's field-by-field path for the packed structured dtype)
+EVENT_VOID = np.dtype((np.void, EVENT_DTYPE.itemsize))
+
+
+def concat_events(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate event arrays (fast path through :data:`EVENT_VOID`)."""
+    if not parts:
+        return np.empty(0, dtype=EVENT_DTYPE)
+    return np.concatenate([np.ascontiguousarray(p).view(EVENT_VOID) for p in parts]).view(EVENT_DTYPE)
 
 
 def empty_events(n: int = 0) -> np.ndarray:

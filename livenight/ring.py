@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import SourceError
-from .events import EVENT_DTYPE
+from .events import EVENT_DTYPE, EVENT_VOID
 
 
 class EventRing:
@@ -41,6 +41,7 @@ class EventRing:
             raise ValueError(f"capacity must be positive (got {capacity})")
         self.capacity = int(capacity)
         self._ev = np.empty(self.capacity, dtype=EVENT_DTYPE)
+        self._evv = self._ev.view(EVENT_VOID)  # memcpy-speed view of the same storage
         self._t = np.empty(self.capacity, dtype=np.int64)
         self._head = 0  # producer: one past the newest readable event
         self._reserved = 0  # producer: one past the newest event being written (>= _head)
@@ -76,11 +77,13 @@ class EventRing:
             self._reserved = new_head
             start = head % cap
             first = min(n, cap - start)
-            self._ev[start:start + first] = events[:first]
-            self._t[start:start + first] = events["t"][:first]
+            ev_v = np.ascontiguousarray(events).view(EVENT_VOID)
+            t = events["t"]
+            self._evv[start:start + first] = ev_v[:first]
+            self._t[start:start + first] = t[:first]
             if first < n:
-                self._ev[: n - first] = events[first:]
-                self._t[: n - first] = events["t"][first:]
+                self._evv[: n - first] = ev_v[first:]
+                self._t[: n - first] = t[first:]
             self._head = new_head
             self._last_t = int(events["t"][-1])
         if t_end_us is not None:
@@ -104,17 +107,18 @@ class EventRing:
         if capacity <= self.capacity:
             return
         lo, head = self.oldest, self._head
-        keep_ev = self._copy(self._ev, lo, head)
+        keep_ev = self._copy(self._evv, lo, head)
         keep_t = self._copy(self._t, lo, head)
         self.capacity = int(capacity)
         self._ev = np.empty(self.capacity, dtype=EVENT_DTYPE)
+        self._evv = self._ev.view(EVENT_VOID)
         self._t = np.empty(self.capacity, dtype=np.int64)
         self._floor = lo  # indices below this were never kept in the new storage
         a = lo % self.capacity
         first = min(head - lo, self.capacity - a)
-        self._ev[a:a + first] = keep_ev[:first]
+        self._evv[a:a + first] = keep_ev[:first]
         self._t[a:a + first] = keep_t[:first]
-        self._ev[: head - lo - first] = keep_ev[first:]
+        self._evv[: head - lo - first] = keep_ev[first:]
         self._t[: head - lo - first] = keep_t[first:]
 
     # ------------------------------------------------------------------ consumer side
@@ -175,7 +179,7 @@ class EventRing:
         i0 = max(i0, self.oldest)
         if i1 <= i0:
             return np.empty(0, dtype=EVENT_DTYPE)
-        out = self._copy(self._ev, i0, i1)
+        out = self._copy(self._evv, i0, i1).view(EVENT_DTYPE)
         lost = self._reserved - self.capacity - i0  # overwritten while we copied (the producer counted them)
         return out[lost:] if lost > 0 else out
 

@@ -219,6 +219,25 @@ def test_overfitting_a_fixed_batch_reduces_the_loss(rled_dir, tmp_path):
     assert trainer.step == 30
 
 
+def test_letc_checkpointing_and_bptt_chunks(rled_dir, tmp_path):
+    ds = SequenceDataset([H5Recording(rled_dir / "train" / "b.h5")], 4, crop=32, flips=True)
+    batch = [ds[(0, 9)]]
+    runs = {}
+    for name, kw in {"plain": dict(checkpoint_letc=False), "ckpt": dict(checkpoint_letc=True),
+                     "bptt4": dict(bptt=4), "bptt2": dict(bptt=2)}.items():
+        trainer = Trainer(_tiny_cfg(tmp_path, freeze_letc=False, **kw))
+        runs[name] = (trainer.train_step(batch), _params(trainer.net))
+    mlp = "representation.quantization_layer.value_layer.mlp.0.weight"
+    assert list(Trainer(_tiny_cfg(tmp_path)).net.state_dict()).index(mlp) == 0
+    for name in ("ckpt", "bptt4"):  # recomputation / a single full chunk: the same step
+        assert runs[name][0]["loss"] == pytest.approx(runs["plain"][0]["loss"], rel=1e-6)
+        for p, q in zip(runs[name][1], runs["plain"][1]):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(runs["plain"][1][0], _params(Trainer(_tiny_cfg(tmp_path)).net)[0])  # the MLP trained
+    assert runs["bptt2"][0]["loss"] == pytest.approx(runs["plain"][0]["loss"], rel=1e-5)  # same forward
+    assert any(not torch.equal(p, q) for p, q in zip(runs["bptt2"][1], runs["plain"][1]))  # truncated gradient
+
+
 def test_temporal_loss_is_used_when_flow_exists(tmp_path):
     rng = np.random.default_rng(1)
     ev = np.zeros(200, EVENT_DTYPE)
