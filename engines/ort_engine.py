@@ -49,6 +49,8 @@ class OnnxRuntimeEngine(EngineBase):
         from livenight.letc import LetcTable
 
         so = ort.SessionOptions()
+        # idle ORT threads must not spin: LETC, post-processing and capture share these cores between steps
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             so.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(self.path, so, providers=self.providers)
@@ -90,8 +92,11 @@ class OnnxRuntimeEngine(EngineBase):
 
     def _step_impl(self, window: Window) -> np.ndarray:
         with self._timed("letc"):
-            hwc = self.table.grid(window.events, self.sensor_size, self._hwc)
-            self._grid[0] = hwc.transpose(2, 0, 1)  # in place: the bound input buffer
+            if self._np_dtype == np.float32:  # scatter straight into the bound input buffer
+                self.table.grid_into_chw(window.events, self.sensor_size, self._grid[0])
+            else:
+                hwc = self.table.grid(window.events, self.sensor_size, self._hwc)
+                self._grid[0] = hwc.transpose(2, 0, 1)
         with self._timed("net"):
             self.session.run_with_iobinding(self._binding[self._ab])
         self._ab = 1 - self._ab  # the state just written becomes the next input

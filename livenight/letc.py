@@ -21,6 +21,7 @@ from .errors import SourceError
 from .events import EVENT_DTYPE
 
 _scatter = None
+_scatter_chw = None
 
 
 def official_times(t_us: np.ndarray) -> np.ndarray:
@@ -48,12 +49,21 @@ def _compile():
         require("numba", "the LETC lookup-table path")
         import numba
 
+        # the 'omp' layer's idle threads spin and steal the cores the network, capture and display need between
+        # scatters; 'workqueue' threads sleep (takes effect if no parallel numba code has run yet in this process)
+        numba.config.THREADING_LAYER = "workqueue"
         from ._letc_kernel import scatter
+
+        from ._letc_kernel import scatter_chw
 
         def _scatter_fn(*args):
             return scatter(*args, numba.get_num_threads())
 
-        _scatter = _scatter_fn
+        def _scatter_chw_fn(*args):
+            return scatter_chw(*args, numba.get_num_threads())
+
+        global _scatter_chw
+        _scatter, _scatter_chw = _scatter_fn, _scatter_chw_fn
     return _scatter
 
 
@@ -106,12 +116,20 @@ class LetcTable:
 
     def grid(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
         """The ``[H, W, 2C]`` float32 quantisation grid of one window (``out`` is overwritten and reused)."""
+        width, height = sensor_size
+        if out is None:
+            out = np.empty((height, width, 2 * self.num_bins), dtype=np.float32)
+        return self._fill(events, sensor_size, out, channels_last=True)
+
+    def grid_into_chw(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray) -> np.ndarray:
+        """Fill a contiguous ``[2C, H, W]`` float32 buffer (an engine's bound input) directly."""
+        return self._fill(events, sensor_size, out, channels_last=False)
+
+    def _fill(self, events, sensor_size, out, channels_last: bool) -> np.ndarray:
         if events.dtype != EVENT_DTYPE:
             raise SourceError(f"LETC expects EVENT_DTYPE events (got {events.dtype})")
         width, height = sensor_size
         c = self.num_bins
-        if out is None:
-            out = np.empty((height, width, 2 * c), dtype=np.float32)
         x, y = events["x"], events["y"]
         if events.size and (int(x.max()) >= width or int(y.max()) >= height):
             j = int(np.flatnonzero((x >= width) | (y >= height))[0])
@@ -119,9 +137,15 @@ class LetcTable:
                               f"{width}x{height} sensor")
         t, normalised = normalised_times(events["t"], c)
         if not normalised:
-            return self._exact(events, t, out)
-        _compile()(out, np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(events["p"]), t,
-                   self.values, self.inv_step, c)
+            hwc = out if channels_last else np.empty((height, width, 2 * c), dtype=np.float32)
+            self._exact(events, t, hwc)
+            if not channels_last:
+                out[...] = hwc.transpose(2, 0, 1)
+            return out
+        _compile()
+        kernel = _scatter if channels_last else _scatter_chw
+        kernel(out, np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(events["p"]), t,
+               self.values, self.inv_step, c)
         return out
 
     def grid_chw(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:

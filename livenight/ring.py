@@ -43,6 +43,8 @@ class EventRing:
         self._ev = np.empty(self.capacity, dtype=EVENT_DTYPE)
         self._evv = self._ev.view(EVENT_VOID)  # memcpy-speed view of the same storage
         self._t = np.empty(self.capacity, dtype=np.int64)
+        self._ev.view(np.uint8).fill(0)  # touch every page now, not as page faults in the camera thread
+        self._t.fill(0)
         self._head = 0  # producer: one past the newest readable event
         self._reserved = 0  # producer: one past the newest event being written (>= _head)
         self._floor = 0  # lowest index ever stored in the current storage (see grow)

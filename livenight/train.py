@@ -1200,14 +1200,14 @@ class Trainer:
             c1 = min(L, c0 + chunk)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 outs, state = self.module(windows[c0:c1], state)
-                loss = outs.new_zeros((), dtype=torch.float32)
-                for j, k in enumerate(range(c0, c1)):
-                    terms = self.losses.window(k, outs[j], gt[k], prev_out, gt[k - 1] if k else None,
-                                               None if flow is None else flow[k])
-                    prev_out = outs[j]
-                    for name, v in terms.items():
-                        loss = loss + self.losses.weights[name] * v / L
-                        totals[name] += v.detach().float() / L
+            loss = torch.zeros((), device=self.device)  # losses in float32, outside autocast (SSIM variances)
+            for j, k in enumerate(range(c0, c1)):
+                terms = self.losses.window(k, outs[j], gt[k], prev_out, gt[k - 1] if k else None,
+                                           None if flow is None else flow[k])
+                prev_out = outs[j]
+                for name, v in terms.items():
+                    loss = loss + self.losses.weights[name] * v / L
+                    totals[name] += v.detach().float() / L
             self.scaler.scale(loss).backward()
             total += loss.detach()
             state = tuple(s.detach() for s in state)
@@ -1321,7 +1321,7 @@ def evaluate(net: NERNet, dataset: SequenceDataset, device: torch.device | str =
 
 
 class _Log:
-    """CSV rows (rank 0) and TensorBoard scalars when available."""
+    """CSV rows (rank 0; appended, so a resumed run continues the same file) and TensorBoard scalars."""
 
     FIELDS = ["step", "loss", "l1", "ssim", "lpips", "temporal", "lr", "grad_norm", "seconds", "elapsed_s",
               "val_mse", "val_ssim"]
@@ -1456,6 +1456,8 @@ def _train(cfg, resume, device, rank, world, main, say, barrier, notes) -> Train
                                  max_sequences=cfg.val.max_sequences)
     trainer = Trainer(cfg, device, has_flow=ds.has_flow, rank=rank, world_size=world, say=say)
     start = trainer.load(resume) if resume else 0
+    if start >= cfg.steps:
+        say(f"nothing to train: the checkpoint is at step {start} and steps = {cfg.steps} (raise 'steps')")
     out_dir = Path(cfg.out_dir).expanduser()
     ckpt_dir = out_dir / "checkpoints"
     log = None

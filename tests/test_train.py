@@ -26,6 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"base_channels": 4, "num_encoders": 2, "num_residual_blocks": 1, "kernel_size": 3, "rep_channels": 8}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP spin-waits make 2 threads up to
+    50x slower under contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def rled_dir(tmp_path_factory) -> Path:
     """Two 0.5 s training recordings (13 frames, 12 windows each) and one 0.3 s validation recording, 48×40."""
@@ -210,7 +220,7 @@ def _tiny_cfg(tmp_path, **kw) -> TrainConfig:
 
 
 def test_overfitting_a_fixed_batch_reduces_the_loss(rled_dir, tmp_path):
-    cfg = _tiny_cfg(tmp_path, freeze_letc=False, lr=5e-3)
+    cfg = _tiny_cfg(tmp_path, freeze_letc=False, checkpoint_letc=False, lr=5e-3)
     ds = SequenceDataset([H5Recording(rled_dir / "train" / "a.h5")], 4, crop=32, flips=True)
     trainer = Trainer(cfg)
     batch = [ds[(1, 5)]]
