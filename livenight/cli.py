@@ -16,7 +16,8 @@ from pathlib import Path
 from . import __version__, argtypes
 from .errors import LivenightError
 
-SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "ets", "eval", "export", "info", "record", "simulate")
+SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "ets", "eval", "export", "info", "prepare", "record",
+               "simulate", "train")
 
 DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
@@ -31,6 +32,7 @@ commands:
   livenight devices | doctor          connected cameras | what can run here and what to install
   livenight ets IN.h5 OUT.h5          event trail suppression (NER-Net's ETS), streaming
   livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
+  livenight train CONFIG              train a NER-Net-family model (configs/ner-tiny.toml); prepare DIR: memmaps
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc|model     benchmarks, each against a baseline run in the same process
 Run 'livenight COMMAND --help' for a command's options.
@@ -576,6 +578,49 @@ def run_ets(args) -> int:
     return run_ets_command(args.input, args.output, args.t_on_us, args.t_off_us, args.soft_us, args.chunk_events)
 
 
+# ---------------------------------------------------------------------------- train / prepare
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="livenight train",
+        description="Train a NER-Net-family model with the same code that runs live: RLED files and/or simulated "
+                    "night recordings, sequences of windows with shared random crops and flips, L1/SSIM (LPIPS when "
+                    "installed) losses, checkpoints loadable by --model. Runs on CPU, CUDA and under torchrun (DDP).")
+    p.add_argument("config", help="TOML or JSON config (see configs/ner-tiny.toml)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (step count, optimizer, RNG)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set steps=100 --set model.base_channels=8 (repeatable)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_train_command(args) -> int:
+    from .train import run_train
+
+    result = run_train(args.config, resume=args.resume, overrides=args.set or None)
+    if result.get("rank", 0) == 0:
+        print(f"livenight: trained to step {result['step']} (loss {result['first_loss']:.4f} -> {result['loss']:.4f}, "
+              f"{result['seconds_per_step']:.2f} s/step); checkpoint {result['checkpoint']}, log {result['csv']}")
+    return 0
+
+
+def _prepare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenight prepare",
+                                description="Convert every RLED .h5 under DATA_DIR to memory-mapped arrays for fast "
+                                            "training (unchanged files are skipped).")
+    p.add_argument("data_dir", help="folder with .h5 recordings")
+    p.add_argument("--out", metavar="DIR", help="output folder (default DATA_DIR/memmap)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def run_prepare_command(args) -> int:
+    from .train import run_prepare
+
+    r = run_prepare(args.data_dir, args.out)
+    print(f"livenight: prepared {r['prepared']} recordings ({r['skipped']} up to date) in {r['out_dir']}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- export
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -618,7 +663,8 @@ def run_export(args) -> int:
 # ---------------------------------------------------------------------------- main
 _COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_demo),
              "devices": (_devices_parser, run_devices), "doctor": (_doctor_parser, run_doctor),
-             "record": (_record_parser, run_record),
+             "record": (_record_parser, run_record), "train": (_train_parser, run_train_command),
+             "prepare": (_prepare_parser, run_prepare_command),
              "eval": (_eval_parser, run_eval), "ets": (_ets_parser, run_ets), "export": (_export_parser, run_export),
              "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
 

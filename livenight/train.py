@@ -225,8 +225,9 @@ class TrainConfig:
 
     ``model`` holds the architecture at the crop size (``sensor_size = (crop, crop)``). ``bptt`` = 0 back-propagates
     through the whole sequence, ``k`` > 0 in chunks of ``k`` windows (state detached between chunks).
-    ``checkpoint_letc`` recomputes a trainable LETC MLP in the backward pass instead of keeping its per-event
-    activations (same gradients; at ~12k events per window they take ~3 GB per 40-window sequence otherwise).
+    ``threads`` > 0 sets torch's intra-op CPU threads (on a shared CPU, fewer threads than cores avoids OpenMP
+    spin-wait stalls). ``checkpoint_letc`` recomputes a trainable LETC MLP in the backward pass instead of keeping
+    its per-event activations (same gradients; at ~12k events per window they take ~3 GB per 40-window sequence).
     ``grad_clip`` = 0 disables clipping. ``amp`` applies on CUDA only. ``checkpoint_every`` / ``val_every`` = 0: only
     at the end.
     """
@@ -258,6 +259,7 @@ class TrainConfig:
     amp: bool = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     device: str = "auto"
+    threads: int = 0
     num_workers: int = 0
     checkpoint_every: int = 500
     val_every: int = 500
@@ -266,7 +268,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         ints = {"sequence_length": 1, "crop": 1, "batch": 1, "steps": 0, "warmup_steps": 0, "lr_step_size": 1,
-                "bptt": 0, "num_workers": 0, "checkpoint_every": 0, "val_every": 0, "seed": 0}
+                "bptt": 0, "threads": 0, "num_workers": 0, "checkpoint_every": 0, "val_every": 0, "seed": 0}
         for name, low in ints.items():
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
@@ -624,7 +626,8 @@ def _expand(entry: str) -> list[Path]:
 
 def open_recordings(files: Sequence[str]) -> list[Recording]:
     """Open every data entry: an RLED ``.h5``/``.hdf5`` file, a glob, a prepared memmap folder, or a folder holding
-    any of these (searched recursively; memmap folders are not searched further)."""
+    any of these (searched recursively; memmap folders are not searched further). An h5 file whose prepared folder
+    is also found is used once, through the memmap."""
     out: list[Recording] = []
     for entry in files:
         for p in _expand(entry):
@@ -640,7 +643,9 @@ def open_recordings(files: Sequence[str]) -> list[Recording]:
                 out.append(H5Recording(p))
             else:
                 raise SourceError(f"data entry {entry!r}: {p} is neither an RLED .h5 file nor a prepared folder")
-    return out
+    # an h5 file and its prepared copy (prepare writes into DATA_DIR/memmap by default) count once: the memmap
+    prepared = {m.metadata.get("source") for m in out if isinstance(m, MemmapRecording)}
+    return [r for r in out if not (isinstance(r, H5Recording) and str(r.path.resolve()) in prepared)]
 
 
 def _scan_folder(root: Path) -> list[Recording]:
@@ -831,7 +836,8 @@ def model_inputs(x: np.ndarray, y: np.ndarray, t_us: np.ndarray, p: np.ndarray):
 @dataclass
 class SequenceItem:
     """One training / validation sequence: ``events[k]`` = ``(x, y, t, p)`` of window ``start + k`` ready for
-    :meth:`NERNet.quantize`, ``frames`` uint8 ``[L, h, w]`` (GT image ``start + k``), ``flow`` ``[L, 2, h, w]`` or None."""
+    :meth:`NERNet.quantize`, ``frames`` uint8 ``[L, h, w]`` (GT image ``start + k``), ``flow`` ``[L, 2, h, w]``
+    or None."""
 
     name: str
     start: int
@@ -1399,6 +1405,8 @@ class TrainResult:
 def train(cfg: TrainConfig, resume: str | os.PathLike | None = None) -> TrainResult:
     """Train as configured; under ``torchrun`` (``WORLD_SIZE`` > 1) with DDP. See :func:`run_train`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     rank = int(os.environ.get("RANK", "0")) if world > 1 else 0
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank))) if world > 1 else 0
     device = _select_device(cfg, local_rank)

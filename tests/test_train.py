@@ -188,6 +188,8 @@ def test_prepared_memmap_gives_the_same_sequences_as_h5(rled_dir, tmp_path):
     from livenight.train import open_recordings
 
     assert sorted(r.name for r in open_recordings([str(tmp_path / "mm")])) == ["a", "b"]
+    both = open_recordings([str(tmp_path / "mm"), str(rled_dir / "train" / "*.h5")])
+    assert sorted((type(r).__name__, r.name) for r in both) == [("MemmapRecording", "a"), ("MemmapRecording", "b")]
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -227,6 +229,23 @@ def test_overfitting_a_fixed_batch_reduces_the_loss(rled_dir, tmp_path):
     losses = [trainer.train_step(batch)["loss"] for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0], losses
     assert trainer.step == 30
+
+
+def test_letc_loaded_from_letc_pth_stays_frozen(rled_dir, tmp_path):
+    # GIVEN a file shaped like the official letc.pth: {'state_dict': ...} without the 'representation.' prefix
+    donor = Trainer(_tiny_cfg(tmp_path, seed=99)).net
+    letc = {k[len("representation."):]: v for k, v in donor.state_dict().items() if k.startswith("representation.")}
+    torch.save({"state_dict": letc}, tmp_path / "letc.pth")
+    trainer = Trainer(_tiny_cfg(tmp_path, letc=str(tmp_path / "letc.pth"), freeze_letc=True))
+    # THEN LETC is the donor's, is not optimised, and stays unchanged by a step while the U-Net moves
+    rep = {k: v.clone() for k, v in trainer.net.representation.state_dict().items()}
+    assert all(torch.equal(rep[k], letc[k]) for k in letc)
+    assert not any(p.requires_grad for p in trainer.net.representation.parameters())
+    unet = _params(trainer.net.unetrecurrent)
+    ds = SequenceDataset([H5Recording(rled_dir / "train" / "a.h5")], 4, crop=32, flips=True)
+    trainer.train_step([ds[(0, 1)]])
+    assert all(torch.equal(v, trainer.net.representation.state_dict()[k]) for k, v in rep.items())
+    assert any(not torch.equal(p, q) for p, q in zip(unet, _params(trainer.net.unetrecurrent)))
 
 
 def test_letc_checkpointing_and_bptt_chunks(rled_dir, tmp_path):
