@@ -63,3 +63,11 @@ def checkpoint_engine(path: str | os.PathLike, sensor_size: tuple[int, int], dev
     from .torch_engine import TorchEngine
 
     return TorchEngine(path, sensor_size, device=device, dtype=dtype, exact_letc=exact_letc, crop=crop)
+
+
+def bundled_model() -> Path | None:
+    """The model shipped with livenight (``ner-tiny``), or None if this installation has none."""
+    import livenight
+
+    path = Path(livenight.__file__).resolve().parent / "models" / "ner-tiny.pth"
+    return path if path.exists() else None

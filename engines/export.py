@@ -124,3 +124,24 @@ def build_tensorrt(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
     from .trt_engine import build_engine
 
     return build_engine(onnx_path, engine_path, workspace_mib=workspace_mib, timing_cache=timing_cache)
+
+
+def cached_onnx(checkpoint: str | os.PathLike, sensor_size: tuple[int, int], cache_dir: str | os.PathLike | None = None,
+                say=print) -> Path:
+    """An ONNX export of ``checkpoint`` for ``sensor_size``, made once and kept in a cache folder
+    (``$LIVENIGHT_CACHE`` or ``~/.cache/livenight``), keyed by the checkpoint's sha256 and the size."""
+    from livenight.model.checkpoint import load_model
+
+    checkpoint = Path(checkpoint)
+    root = Path(cache_dir or os.environ.get("LIVENIGHT_CACHE") or Path.home() / ".cache" / "livenight")
+    w, h = sensor_size
+    path = root / f"{checkpoint.stem}-{_sha256(checkpoint)[:16]}-{w}x{h}.onnx"
+    if path.exists() and sidecar_path(path).exists():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    say(f"livenight: exporting {checkpoint.name} to ONNX for {w}x{h} (once; cached in {root})")
+    tmp = path.with_name(path.name + ".part.onnx")
+    export_onnx(load_model(checkpoint, sensor_size), tmp, source=str(checkpoint))
+    os.replace(sidecar_path(tmp), sidecar_path(path))
+    os.replace(tmp, path)
+    return path

@@ -147,12 +147,23 @@ def _policy(args, source):
     return TimeWindows(window_us, stride_us)
 
 
+def _model_path(args) -> str | None:
+    """--model, else the bundled ner-tiny (unless the classical filter was asked for)."""
+    if args.model or args.engine == "complementary":
+        return args.model
+    from livenight.engines import bundled_model
+
+    path = bundled_model()
+    return str(path) if path else None
+
+
 def _engine_kind(args) -> str:
+    model = _model_path(args)
     if args.engine != "auto":
-        if args.engine != "complementary" and not args.model:
+        if args.engine != "complementary" and not model:
             raise LivenightError(f"--engine {args.engine} needs --model FILE")
         return args.engine
-    return "model" if args.model else "complementary"
+    return "model" if model else "complementary"
 
 
 def _engine(args, sensor_size):
@@ -161,17 +172,22 @@ def _engine(args, sensor_size):
         from livenight.engines import engine_class
         from livenight.errors import SourceNotFoundError
 
-        if not Path(args.model).exists():
-            raise SourceNotFoundError(f"{args.model}: no such model file")
-        cls = engine_class(args.model, None if kind == "model" else kind)
+        model = _model_path(args)
+        if not Path(model).exists():
+            raise SourceNotFoundError(f"{model}: no such model file")
+        if kind == "onnxruntime" and Path(model).suffix.lower() in (".pth", ".pt", ".tar"):
+            from livenight.engines.export import cached_onnx
+
+            model = str(cached_onnx(model, sensor_size, say=lambda m: print(m, file=sys.stderr)))
+        cls = engine_class(model, None if kind == "model" else kind)
         if cls.__name__ == "TorchEngine":
             from livenight.engines import checkpoint_engine
 
-            return checkpoint_engine(args.model, sensor_size, device=args.device, dtype=args.dtype,
+            return checkpoint_engine(model, sensor_size, device=args.device, dtype=args.dtype,
                                      exact_letc=args.exact_letc, crop=args.crop)
         if cls.__name__ == "TensorRTEngine":
-            return cls(args.model, sensor_size, device=args.device if args.device != "cpu" else "cuda", crop=args.crop)
-        return cls(args.model, sensor_size, crop=args.crop)
+            return cls(model, sensor_size, device=args.device if args.device != "cpu" else "cuda", crop=args.crop)
+        return cls(model, sensor_size, crop=args.crop)
     from livenight.engines.complementary import ComplementaryFilterEngine
 
     return ComplementaryFilterEngine(sensor_size, cutoff_hz=args.cutoff_hz, contrast_on=args.contrast,

@@ -153,7 +153,7 @@ def test_replay_or_camera_is_required(capsys):
 def test_replay_writes_frames_gt_and_event_frames(recording, tmp_path, capsys):
     path, ev, images = recording
     out_dir = tmp_path / "out"
-    rc, out, err = run_cli(capsys, ["--replay", path, "--no-gui", "--out", out_dir, "--save-gt", "--save-evframe",
+    rc, out, err = run_cli(capsys, ["--replay", path, "--engine", "complementary", "--no-gui", "--out", out_dir, "--save-gt", "--save-evframe",
                                     "--max-frames", 5])
     assert rc == 0, err
     assert "5 frames" in out
@@ -198,7 +198,7 @@ def test_replay_writes_frames_gt_and_event_frames(recording, tmp_path, capsys):
 def test_replay_windows_rled_gives_num_imgs_minus_one_frames(recording, tmp_path, capsys):
     path, _, images = recording
     out_dir = tmp_path / "rled"
-    rc, out, err = run_cli(capsys, ["--replay", path, "--no-gui", "--out", out_dir, "--windows", "rled",
+    rc, out, err = run_cli(capsys, ["--replay", path, "--engine", "complementary", "--no-gui", "--out", out_dir, "--windows", "rled",
                                     "--save-gt"])
     assert rc == 0, err
     with RledFile(path) as f:
@@ -212,7 +212,7 @@ def test_replay_windows_rled_gives_num_imgs_minus_one_frames(recording, tmp_path
 
 def test_replay_without_out_prints_a_summary(recording, capsys):
     path, _, _ = recording
-    rc, out, err = run_cli(capsys, ["--replay", path, "--no-gui", "--max-frames", 3, "--speed", 0])
+    rc, out, err = run_cli(capsys, ["--replay", path, "--engine", "complementary", "--no-gui", "--max-frames", 3, "--speed", 0])
     assert rc == 0, err
     assert "3 frames" in out
     assert err == ""
@@ -265,7 +265,7 @@ def test_error_unknown_extension_lists_known(tmp_path, capsys):
 
 def test_error_unsorted_keeps_the_frames_already_written(unsorted_recording, tmp_path, capsys):
     out_dir = tmp_path / "partial"
-    rc, out, err = run_cli(capsys, ["--replay", unsorted_recording, "--no-gui", "--out", out_dir])
+    rc, out, err = run_cli(capsys, ["--replay", unsorted_recording, "--engine", "complementary", "--no-gui", "--out", out_dir])
     line = assert_one_error_line(rc, err)
     assert str(unsorted_recording) in line
     assert "timestamps not sorted" in line and f"index {UNSORTED_AT}" in line

@@ -102,7 +102,7 @@ def test_eval_reports_scores_and_csv(recording, tmp_path, capsys):
 
 
 def test_eval_classical_filter_beats_a_grey_frame(recording, capsys):
-    assert main(["eval", str(recording / "seq.h5")]) == 0
+    assert main(["eval", str(recording / "seq.h5"), "--engine", "complementary"]) == 0
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("seq.h5")][0]
     assert "frames" in line and float(line.split("SSIM ")[1].split()[0]) > 0.0
 
