@@ -273,8 +273,8 @@ def run_pipeline_command(args) -> int:
                     stats = pipe.run(progress=bar)
     print(f"livenight: {engine.info.name}: {stats.summary()}")
     if stats.frames == 0 and stats.events_in:
-        print(f"livenight: no window completed: the recording is shorter than one window "
-              f"({_describe_policy(policy)}); try a shorter --window-ms or --windows count", file=sys.stderr)
+        print(f"livenight: no window completed ({_describe_policy(policy)}); try a shorter --window-ms or "
+              "--windows count", file=sys.stderr)
     if args.out:
         print(f"livenight: frames written to {Path(args.out).resolve()}")
     if args.video:

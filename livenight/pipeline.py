@@ -161,6 +161,10 @@ class Pipeline:
                     return
             if self.stop_event.is_set():
                 return
+        if self.stats.frames == 0 and not self.stop_event.is_set():
+            w = self.windower.partial_window()  # a recording shorter than one window still gives a frame
+            if w is not None:
+                self._process(w)
 
     def _produce(self) -> None:
         try:

@@ -210,6 +210,16 @@ class Windower:
         self.next_k = last + 1
         return out
 
+    def partial_window(self) -> Window | None:
+        """At the end of a finite stream too short for one complete time window: the first window, partial (so a
+        short recording still gives a frame). None for other policies or when windows were already produced."""
+        if not isinstance(self.policy, TimeWindows) or self.next_k > 0 or self.ring.head == 0:
+            return None
+        if self.origin_us is None:
+            self.origin_us = self.ring.first_t_us
+        self.next_k = 1
+        return self._window(0, 0)
+
     def expected_windows(self, t_end_us: int | None = None, num_events: int | None = None) -> int | None:
         """How many windows a finite stream ending at ``t_end_us`` / with ``num_events`` gives (for progress)."""
         p = self.policy

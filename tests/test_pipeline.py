@@ -110,3 +110,12 @@ def test_live_mode_producer_error_is_raised_after_shutdown():
         with pytest.raises(OSError, match="unplugged"):
             pipe.run()
     assert pipe.stop_event.is_set()
+
+
+def test_a_recording_shorter_than_one_window_still_gives_one_partial_frame():
+    ev, packets = _packets(n_events=5_000, span_us=8_000, packet=1_000)
+    with CountingEngine() as eng:
+        stats = Pipeline(packets, (32, 24), eng, TimeWindows(40_000, 40_000)).run()
+    assert stats.frames == 1
+    np.testing.assert_array_equal(eng.windows[0].events, ev)
+    assert eng.windows[0].t0_us == int(ev["t"][0]) and eng.windows[0].t1_us == int(ev["t"][0]) + 40_000
