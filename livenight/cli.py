@@ -321,7 +321,8 @@ def run_demo(args) -> int:
         print(f"livenight: simulating {args.seconds:g} s of night at {args.size[0]}x{args.size[1]} (seed {args.seed})")
         sim = write_night(h5, seconds=args.seconds, size=args.size, seed=args.seed, progress=True)
         print(f"livenight: {sim.events.shape[0]} events, {sim.frames.shape[0]} ground-truth frames")
-        run_args = _run_parser().parse_args(["--replay", str(h5), "--out", str(out), "--save-gt", "--save-evframe"]
+        run_args = _run_parser().parse_args(["--replay", str(h5), "--out", str(out), "--save-gt", "--save-evframe",
+                                             "--crop"]
                                             + (["--max-frames", str(args.max_frames)] if args.max_frames else [])
                                             + (["--no-gui"] if args.no_gui else []))
         return run_pipeline_command(run_args)

@@ -67,8 +67,8 @@ def _config(tmp_path: Path, rled_dir: Path, name: str = "cfg", **top) -> Path:
 def test_ner_tiny_config_loads_with_overrides_and_unknown_keys_fail(tmp_path):
     cfg = load_config(ROOT / "configs" / "ner-tiny.toml", overrides={"steps": 7, "model.base_channels": 8})
     assert cfg.steps == 7 and cfg.model.base_channels == 8 and cfg.model.num_encoders == 3
-    assert cfg.model.sensor_size == (cfg.crop, cfg.crop) == (160, 160)
-    assert cfg.sequence_length == 40 and cfg.amsgrad and cfg.schedule == "constant"
+    assert cfg.model.sensor_size == (cfg.crop, cfg.crop) == (128, 128)
+    assert cfg.sequence_length == 16 and cfg.amsgrad and cfg.schedule == "constant"
     assert cfg.data.synthetic.count > 0 and cfg.val.synthetic.seed != cfg.data.synthetic.seed
     assert cfg.data.synthetic.illuminance == (0.02, 0.2)
     assert load_config(ROOT / "configs" / "ner-tiny.toml", overrides=["crop=96"]).model.sensor_size == (96, 96)
