@@ -56,7 +56,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Literal, Mapping
+from typing import Iterator, Literal, Mapping
 
 import numpy as np
 

@@ -8,7 +8,6 @@ Errors print one line (``livenight: error: …``) and exit 2; ``--debug`` shows 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import livenight
 
 ROOT = Path(__file__).resolve().parents[1]
 

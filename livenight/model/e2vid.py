@@ -23,7 +23,6 @@ Why it is like this:
 
 from __future__ import annotations
 
-import math
 import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 
 from livenight.errors import EngineMismatchError, ShapeError, SourceError
 
-from .nernet import ConvLayer, ResidualBlock, UpsampleConvLayer
+from .nernet import ConvLayer, ResidualBlock, UNetPadding, UpsampleConvLayer
 
 Family = Literal["E2VID", "E2VID+", "FireNet", "FireNet+"]
 FAMILIES: tuple[str, ...] = ("E2VID", "E2VID+", "FireNet", "FireNet+")
@@ -54,7 +53,7 @@ FIRENET_TO_PLUS: tuple[tuple[str, str], ...] = (
 
 # ------------------------------------------------------------------------------------------------ configs
 @dataclass(frozen=True)
-class E2VIDConfig:
+class E2VIDConfig(UNetPadding):
     """Architecture of a recurrent U-Net of the E2VID family; the defaults are E2VID (``E2VID_lightweight``)."""
 
     family: str = "E2VID"
@@ -79,22 +78,6 @@ class E2VIDConfig:
     @property
     def in_channels(self) -> int:
         return self.num_bins
-
-    @property
-    def pad_multiple(self) -> int:
-        return 2 ** self.num_encoders
-
-    @property
-    def padded_size(self) -> tuple[int, int]:
-        m = self.pad_multiple
-        w, h = self.sensor_size
-        return m * math.ceil(w / m), m * math.ceil(h / m)
-
-    def padding(self) -> tuple[int, int, int, int]:
-        """``(left, right, top, bottom)``: top/left get ``ceil(d/2)``, bottom/right ``floor(d/2)``."""
-        (wp, hp), (w, h) = self.padded_size, self.sensor_size
-        dw, dh = wp - w, hp - h
-        return (dw + 1) // 2, dw // 2, (dh + 1) // 2, dh // 2
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the recurrent state tensors, in the order of the state tuple."""

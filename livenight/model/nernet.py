@@ -23,24 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-@dataclass(frozen=True)
-class NERNetConfig:
-    """Architecture of one NER-Net-family model; the official NER-Net is the default."""
-
-    num_bins: int = 5
-    base_channels: int = 32
-    num_encoders: int = 3
-    num_residual_blocks: int = 2
-    kernel_size: int = 5
-    mlp_layers: tuple[int, ...] = (1, 50, 50, 50, 1)
-    rep_channels: int = 64
-    gcb_ratio: int = 4
-    sensor_size: tuple[int, int] = (346, 260)  # (width, height) of the LETC grid (unpadded)
-    arch: str = field(default="NERNet")
-
-    @property
-    def in_channels(self) -> int:
-        return 2 * self.num_bins
+class UNetPadding:
+    """Zero padding to multiples of ``2**num_encoders`` (U-Nets with that many stride-2 levels); needs
+    ``sensor_size`` (width, height) and ``num_encoders``."""
 
     @property
     def pad_multiple(self) -> int:
@@ -57,6 +42,26 @@ class NERNetConfig:
         (wp, hp), (w, h) = self.padded_size, self.sensor_size
         dw, dh = wp - w, hp - h
         return (dw + 1) // 2, dw // 2, (dh + 1) // 2, dh // 2
+
+
+@dataclass(frozen=True)
+class NERNetConfig(UNetPadding):
+    """Architecture of one NER-Net-family model; the official NER-Net is the default."""
+
+    num_bins: int = 5
+    base_channels: int = 32
+    num_encoders: int = 3
+    num_residual_blocks: int = 2
+    kernel_size: int = 5
+    mlp_layers: tuple[int, ...] = (1, 50, 50, 50, 1)
+    rep_channels: int = 64
+    gcb_ratio: int = 4
+    sensor_size: tuple[int, int] = (346, 260)  # (width, height) of the LETC grid (unpadded)
+    arch: str = field(default="NERNet")
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.num_bins
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the recurrent state tensors, in the order of the state tuple."""
