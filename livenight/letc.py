@@ -21,7 +21,6 @@ from .errors import SourceError
 from .events import EVENT_DTYPE
 
 _scatter = None
-_scatter_chw = None
 
 
 def official_times(t_us: np.ndarray) -> np.ndarray:
@@ -54,16 +53,10 @@ def _compile():
         numba.config.THREADING_LAYER = "workqueue"
         from ._letc_kernel import scatter
 
-        from ._letc_kernel import scatter_chw
-
         def _scatter_fn(*args):
             return scatter(*args, numba.get_num_threads())
 
-        def _scatter_chw_fn(*args):
-            return scatter_chw(*args, numba.get_num_threads())
-
-        global _scatter_chw
-        _scatter, _scatter_chw = _scatter_fn, _scatter_chw_fn
+        _scatter = _scatter_fn
     return _scatter
 
 
@@ -142,10 +135,9 @@ class LetcTable:
             if not channels_last:
                 out[...] = hwc.transpose(2, 0, 1)
             return out
-        _compile()
-        kernel = _scatter if channels_last else _scatter_chw
-        kernel(out, np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(events["p"]), t,
-               self.values, self.inv_step, c)
+        hwc = out if channels_last else out.transpose(1, 2, 0)  # the kernel indexes [H, W, 2C]; views share memory
+        _compile()(hwc, np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(events["p"]), t,
+                   self.values, self.inv_step, c)
         return out
 
     def grid_chw(self, events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
