@@ -50,19 +50,19 @@ def checkpoint_engine(path: str | os.PathLike, sensor_size: tuple[int, int], dev
                       dtype: str = "float32", exact_letc: bool = False, crop: bool = False):
     """A torch engine for a checkpoint, picking the family from its content: E2VID / E2VID+ / FireNet / FireNet+
     (their voxel grid and post-processing) or NER-Net (LETC)."""
-    from livenight.model.checkpoint import read_checkpoint
-    from livenight.model.e2vid import detect_family, model_from_checkpoint
+    from livenight.model import checkpoint, e2vid
 
-    ck = read_checkpoint(path)
-    if detect_family(ck) is not None:
+    ck = checkpoint.read_checkpoint(path)  # read once: family detection and the weights
+    if e2vid.detect_family(ck) is not None:
         from .e2vid_engine import E2VIDEngine
 
-        model, family = model_from_checkpoint(ck, sensor_size, source=str(path))
+        model, family = e2vid.model_from_checkpoint(ck, sensor_size, source=str(path))
         return E2VIDEngine(model, sensor_size, device=device, dtype=dtype, family=family, name=Path(path).name)
-    del ck
     from .torch_engine import TorchEngine
 
-    return TorchEngine(path, sensor_size, device=device, dtype=dtype, exact_letc=exact_letc, crop=crop)
+    model = checkpoint.model_from_checkpoint(ck, sensor_size, path)
+    return TorchEngine(model, sensor_size, device=device, dtype=dtype, exact_letc=exact_letc, crop=crop,
+                       name=Path(path).name)
 
 
 def bundled_model() -> Path | None:

@@ -157,8 +157,12 @@ def check_state_dict(model: torch.nn.Module, sd: dict, source: str) -> None:
 
 def load_model(path: str | os.PathLike, sensor_size: tuple[int, int], config: NERNetConfig | None = None) -> NERNet:
     """Build a :class:`NERNet` for ``sensor_size`` (width, height) from any accepted checkpoint format."""
-    path = Path(path)
-    ck = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), sensor_size, Path(path), config)
+
+
+def model_from_checkpoint(ck: dict, sensor_size: tuple[int, int], path: str | os.PathLike = "checkpoint",
+                          config: NERNetConfig | None = None) -> NERNet:
+    """:func:`load_model` for a checkpoint dict already read with :func:`read_checkpoint`."""
     if ck.get("livenight_format") is not None:
         if ck["livenight_format"] != LIVENIGHT_FORMAT:
             raise EngineMismatchError(f"{path}: livenight checkpoint format {ck['livenight_format']} is not supported "
