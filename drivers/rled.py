@@ -219,13 +219,8 @@ class RledFile:
         ev["x"] = x
         ev["y"] = y
         ev["p"] = self._polarity(self._read(self._ds["p"], i0, i1), i0)
-        if check:
-            t = ev["t"]
-            back = np.flatnonzero(t[1:] < t[:-1])
-            if back.size:
-                j = int(back[0]) + 1
-                raise SourceError(f"{self.path}: timestamps not sorted at event index {i0 + j}: t={int(t[j])} µs "
-                                  f"after t={int(t[j - 1])} µs")
+        if check:  # coordinates were checked above, before the cast
+            check_events(ev, None, what=str(self.path), index_offset=i0)
         return ev
 
     def _polarity(self, raw: np.ndarray, i0: int) -> np.ndarray:

@@ -8,6 +8,7 @@ exact per-event MLP with ``exact_letc=True``), then the network runs with the re
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -41,13 +42,9 @@ class TorchEngine(EngineBase):
         if dtype != "float32" and not device.startswith("cuda"):
             raise ValueError(f"dtype {dtype} needs a CUDA device (got device {device!r}); use float32 on the CPU")
         label = name or (os.path.basename(model) if isinstance(model, (str, os.PathLike)) else "NER-Net")
-        w, h = self.sensor_size
+        # the output size (padded to the model's multiple unless cropped) is set once the model is built, on open
         self.info = EngineInfo(name=str(label), backend="torch", device=device, dtype=dtype,
-                               sensor_size=self.sensor_size if crop else self._padded(), input_kind="events")
-
-    def _padded(self) -> tuple[int, int]:
-        w, h = self.sensor_size
-        return (w + 7) // 8 * 8, (h + 7) // 8 * 8
+                               sensor_size=self.sensor_size, input_kind="events")
 
     def _build(self):
         from livenight.model.checkpoint import load_model
@@ -80,9 +77,8 @@ class TorchEngine(EngineBase):
         self.table = LetcTable.from_model(model)
         w, h = self.sensor_size
         self._grid = np.empty((h, w, self.cfg.in_channels), dtype=np.float32)
-        pw, ph = self.cfg.padded_size
-        self.info = EngineInfo(name=self.info.name, backend="torch", device=str(self.device), dtype=self.dtype_name,
-                               sensor_size=self.sensor_size if self.crop else (pw, ph), input_kind="events")
+        self.info = replace(self.info, device=str(self.device),
+                            sensor_size=self.sensor_size if self.crop else self.cfg.padded_size)
         self._left, _, self._top, _ = self.cfg.padding()
 
     def _close_impl(self) -> None:

@@ -71,8 +71,12 @@ def polarity_to_on(p: np.ndarray, what: str = "polarity") -> np.ndarray:
     raise SourceError(f"{what}: expected bool, 0/1 or -1/+1 values (got {bad_value!r})")
 
 
-def check_events(events: np.ndarray, sensor_size: tuple[int, int] | None = None, what: str = "events") -> None:
-    """Raise a precise error when ``events`` is not a time-sorted :data:`EVENT_DTYPE` array inside the sensor."""
+def check_events(events: np.ndarray, sensor_size: tuple[int, int] | None = None, what: str = "events",
+                 index_offset: int = 0) -> None:
+    """Raise a precise error when ``events`` is not a time-sorted :data:`EVENT_DTYPE` array inside the sensor.
+
+    ``index_offset`` is added to the indices in messages (the position of ``events[0]`` in a file or stream).
+    """
     if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
         got = getattr(events, "dtype", type(events).__name__)
         raise ShapeError(f"{what}: expected a 1-D array of livenight.events.EVENT_DTYPE (got {got})")
@@ -82,14 +86,14 @@ def check_events(events: np.ndarray, sensor_size: tuple[int, int] | None = None,
     back = np.flatnonzero(t[1:] < t[:-1])
     if back.size:
         i = int(back[0])
-        raise SourceError(f"{what}: timestamps not sorted at index {i + 1}: t={int(t[i + 1])} µs after "
-                          f"t={int(t[i])} µs")
+        raise SourceError(f"{what}: timestamps not sorted at event index {index_offset + i + 1}: "
+                          f"t={int(t[i + 1])} µs after t={int(t[i])} µs")
     if sensor_size is not None:
         width, height = sensor_size
         out = np.flatnonzero((events["x"] >= width) | (events["y"] >= height))
         if out.size:
             e = events[out[0]]
-            raise SourceError(f"{what}: event {int(out[0])} at (x={int(e['x'])}, y={int(e['y'])}) lies outside "
+            raise SourceError(f"{what}: event {index_offset + int(out[0])} at (x={int(e['x'])}, y={int(e['y'])}) lies outside "
                               f"the {width}x{height} sensor")
 
 
