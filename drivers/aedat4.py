@@ -346,10 +346,6 @@ class Aedat4Source(SingleUse):
             n += len(store)
             yield store
 
-    def __iter__(self) -> Iterator[EventPacket]:
-        self._claim_iteration()
-        return self._packets()
-
     def _packets(self) -> Iterator[EventPacket]:
         what = str(self.path)
         parts: list[np.ndarray] = []

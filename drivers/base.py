@@ -42,14 +42,34 @@ class ReferenceFrames(Protocol):
 
 
 class SingleUse:
-    """Mixin: ``__iter__`` may be called once; a second call raises instead of yielding nothing."""
+    """Mixin: ``__iter__`` may be called once (a second call raises instead of yielding nothing) and returns the
+    generator of the subclass's ``_packets()``, which ``_stop_iteration()`` closes."""
 
     _iterated = False
+    _gen = None
+    _closed = False
 
     def _claim_iteration(self) -> None:
         if self._iterated:
             raise RuntimeError(f"{type(self).__name__} can be iterated only once; open the source again")
         self._iterated = True
+
+    def __iter__(self):
+        self._claim_iteration()
+        self._gen = self._packets()
+        return self._gen
+
+    def _packets(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _stop_iteration(self) -> None:
+        """Mark the source closed and close its packet generator (for ``close()``)."""
+        self._closed = True
+        if self._gen is not None:
+            try:
+                self._gen.close()
+            except ValueError:  # still running in another thread: it stops at its next poll
+                pass
 
     def __enter__(self):
         return self

@@ -213,11 +213,6 @@ class DavisSource(SingleUse):
         return cls(kind, serial, **options)
 
     # ---------------------------------------------------------------- capture
-    def __iter__(self) -> Iterator[EventPacket]:
-        self._claim_iteration()
-        self._gen = self._packets()
-        return self._gen
-
     def _convert(self, store) -> np.ndarray:
         for f in self._filters:
             f.accept(store)
@@ -280,11 +275,5 @@ class DavisSource(SingleUse):
 
     def close(self) -> None:
         """Stop iterating and release the camera (dv closes the USB device when the object is freed)."""
-        self._closed = True
-        gen = getattr(self, "_gen", None)
-        if gen is not None:
-            try:
-                gen.close()  # drops the generator's reference to the camera
-            except ValueError:  # still running in another thread: it stops at its next poll
-                pass
+        self._stop_iteration()  # closing the generator drops its reference to the camera
         self._camera = None

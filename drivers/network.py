@@ -91,7 +91,6 @@ class NetworkSource(SingleUse):
         self.poll_interval_s = float(poll_interval_s)
         self._clock, self._sleep = clock, sleep
         self._closed = False
-        self._gen = None
         dv = dv_module("reading DV network streams")
         address = _resolve(host, port, self.uri)
         try:
@@ -117,11 +116,6 @@ class NetworkSource(SingleUse):
         """Connect to ``tcp://HOST:PORT``."""
         host, port = parse_uri(uri)
         return cls(host, port, **options)
-
-    def __iter__(self) -> Iterator[EventPacket]:
-        self._claim_iteration()
-        self._gen = self._packets()
-        return self._gen
 
     def _packets(self) -> Iterator[EventPacket]:
         reader, pk, clock = self._reader, self._packetizer, self._clock
@@ -160,10 +154,5 @@ class NetworkSource(SingleUse):
 
     def close(self) -> None:
         """Disconnect (the client side of dv's stream closes without the server-side hang)."""
-        self._closed = True
-        if self._gen is not None:
-            try:
-                self._gen.close()
-            except ValueError:  # still running in another thread: it stops at its next poll
-                pass
+        self._stop_iteration()
         self._reader = None

@@ -120,7 +120,6 @@ class PropheseeSource(SingleUse):
         self.idle_timeout_s = float(idle_timeout_s)
         self._clock = clock
         self._closed = False
-        self._gen = None
         self._device = None  # neuromorphic-drivers device (a context manager)
         self.frames = None
         self.event_indices = None
@@ -204,10 +203,8 @@ class PropheseeSource(SingleUse):
         return cls(parse_uri(uri), **options)
 
     # ---------------------------------------------------------------- iteration
-    def __iter__(self) -> Iterator[EventPacket]:
-        self._claim_iteration()
-        self._gen = self._nd_packets() if self.backend == "neuromorphic_drivers" else self._slice_packets()
-        return self._gen
+    def _packets(self) -> Iterator[EventPacket]:
+        return self._nd_packets() if self.backend == "neuromorphic_drivers" else self._slice_packets()
 
     def _slice_packets(self) -> Iterator[EventPacket]:
         cursor: int | None = None
@@ -262,12 +259,7 @@ class PropheseeSource(SingleUse):
                               "unplugged?)")
 
     def close(self) -> None:
-        self._closed = True
-        if self._gen is not None:
-            try:
-                self._gen.close()
-            except ValueError:  # still running in another thread: it stops at its next packet
-                pass
+        self._stop_iteration()
         if self._device is not None:
             device, self._device = self._device, None
             exit_ = getattr(device, "__exit__", None)

@@ -751,10 +751,6 @@ class _PropheseeFileSource(SingleUse):
     def dropped_events(self) -> int:
         return self._decoder.stats.dropped_events
 
-    def __iter__(self) -> Iterator[EventPacket]:
-        self._claim_iteration()
-        return self._packets()
-
     def _packets(self) -> Iterator[EventPacket]:
         size = self.sensor_size
         lb = self.look_behind_us

@@ -327,10 +327,6 @@ class RledSource(SingleUse):
     def from_uri(cls, uri: str, **options) -> "RledSource":
         return cls(uri, **options)
 
-    def __iter__(self) -> Iterator[EventPacket]:
-        self._claim_iteration()
-        return self._packets()
-
     def _packets(self) -> Iterator[EventPacket]:
         f = self.file
         pending: np.ndarray | None = None
