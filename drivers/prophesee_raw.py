@@ -61,7 +61,7 @@ from typing import Iterator, Literal, Mapping
 import numpy as np
 
 from livenight.errors import SourceError, SourceNotFoundError
-from livenight.events import EVENT_DTYPE, EventPacket
+from livenight.events import EVENT_DTYPE, EventPacket, check_sensor_size
 
 from .base import SingleUse
 
@@ -409,9 +409,7 @@ class StreamDecoder:
     def __init__(self, evt_format: DecoderFormat, sensor_size: tuple[int, int]) -> None:
         if evt_format not in _WORD_BYTES:
             raise ValueError(f"evt_format must be one of {', '.join(_WORD_BYTES)} (got {evt_format!r})")
-        width, height = (int(v) for v in sensor_size)
-        if width <= 0 or height <= 0:
-            raise ValueError(f"sensor_size must be positive (width, height) (got {sensor_size!r})")
+        width, height = check_sensor_size(sensor_size)
         k = _kernels()
         self.format = evt_format
         self.sensor_size = (width, height)
@@ -513,10 +511,7 @@ def _resolve_sensor_size(header: RawHeader | DatHeader, sensor_size, chunk_bytes
                          stacklevel: int) -> tuple[int, int]:
     """Explicit override > header > inference (with a GeometryWarning that says how)."""
     if sensor_size is not None:
-        w, h = (int(v) for v in sensor_size)
-        if w <= 0 or h <= 0:
-            raise ValueError(f"sensor_size must be positive (width, height) (got {sensor_size!r})")
-        return w, h
+        return check_sensor_size(sensor_size)
     if header.sensor_size is not None and not header.geometry_inferred:
         return header.sensor_size
     if header.sensor_size is not None:

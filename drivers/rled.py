@@ -29,7 +29,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from livenight.errors import ShapeError, SourceError, SourceNotFoundError
-from livenight.events import EVENT_DTYPE, EventPacket, check_events, concat_events, polarity_to_on
+from livenight.events import EVENT_DTYPE, EventPacket, check_events, check_sensor_size, concat_events, polarity_to_on
 
 from .base import SingleUse
 
@@ -364,9 +364,7 @@ class RledWriter:
     def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int], flush_every_s: float = 1.0,
                  chunk_events: int = 1 << 16, window_half_us: int = 10_000) -> None:
         h5py = _h5py()
-        width, height = (int(v) for v in sensor_size)
-        if width <= 0 or height <= 0:
-            raise ValueError(f"sensor_size must be positive (width, height) (got {sensor_size!r})")
+        width, height = check_sensor_size(sensor_size)
         self.path = Path(path)
         self.sensor_size = (width, height)
         self._h5 = h5py.File(self.path, "w")

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from livenight._optional import require
+from livenight.events import check_sensor_size
 from livenight.windowing import Window
 
 from .base import EngineBase, EngineInfo
@@ -69,9 +70,7 @@ class ComplementaryFilterEngine(EngineBase):
 
     def __init__(self, sensor_size: tuple[int, int], cutoff_hz: float = 1.0, contrast_on: float = 0.2,
                  contrast_off: float = 0.2, log_range: float = 1.5) -> None:
-        width, height = (int(v) for v in sensor_size)
-        if width <= 0 or height <= 0:
-            raise ValueError(f"sensor_size must be positive (width, height) (got {sensor_size!r})")
+        width, height = check_sensor_size(sensor_size)
         if cutoff_hz < 0 or log_range <= 0:
             raise ValueError(f"cutoff_hz must be >= 0 and log_range > 0 (got {cutoff_hz}, {log_range})")
         self.sensor_size = (width, height)

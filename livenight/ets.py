@@ -75,7 +75,7 @@ import numpy as np
 
 from ._optional import require
 from .errors import ShapeError, SourceError
-from .events import EVENT_DTYPE
+from .events import EVENT_DTYPE, check_sensor_size
 
 DEFAULT_T_ON_US = 1_000_000
 DEFAULT_T_OFF_US = 1_000_000
@@ -129,16 +129,6 @@ def _soft_ceil(value) -> int:
     return int(value) if isinstance(value, (int, np.integer)) else math.ceil(v)
 
 
-def _sensor(sensor_size) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in sensor_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"sensor_size must be (width, height) (got {sensor_size!r})") from None
-    if width <= 0 or height <= 0:
-        raise ValueError(f"sensor_size must be positive (width, height) (got {sensor_size!r})")
-    return width, height
-
-
 def _check_dtype(events, what: str) -> None:
     if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
         got = getattr(events, "dtype", type(events).__name__)
@@ -188,7 +178,7 @@ class EtsStream:
     def __init__(self, sensor_size: tuple[int, int], t_on_us: float = DEFAULT_T_ON_US,
                  t_off_us: float = DEFAULT_T_OFF_US, soft_us: float = DEFAULT_SOFT_US) -> None:
         self._k = _kernels()
-        self.sensor_size = _sensor(sensor_size)
+        self.sensor_size = check_sensor_size(sensor_size)
         width, height = self.sensor_size
         self.num_pixels = width * height
         self._xb = max(1, (width - 1).bit_length())
@@ -345,7 +335,7 @@ def ets(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: float = DEFAU
             the event being tested (ON / OFF). Any real number; ``math.inf`` disables the limit.
         soft_us: tolerance: the next gap must exceed the previous gap minus ``soft_us``.
     """
-    sensor = _sensor(sensor_size)
+    sensor = check_sensor_size(sensor_size)
     _check_dtype(events, "ets")
     stream = EtsStream(sensor, t_on_us, t_off_us, soft_us)
     return stream._whole(events) if events.size else np.empty(0, dtype=EVENT_DTYPE)
@@ -358,7 +348,7 @@ def ets_reference(events: np.ndarray, sensor_size: tuple[int, int], t_on_us: flo
     Follows the official structure: relative times, per-pixel lists, pixels visited in raster order, a stable
     per-pixel time sort, the sequential rule with the raw (float-capable) parameters, then a stable sort by time.
     """
-    width, height = _sensor(sensor_size)
+    width, height = check_sensor_size(sensor_size)
     if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
         raise ShapeError("ets_reference: expected a 1-D array of livenight.events.EVENT_DTYPE")
     if events.size and (int(events["x"].max()) >= width or int(events["y"].max()) >= height):

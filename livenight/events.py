@@ -27,6 +27,17 @@ def concat_events(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.ascontiguousarray(p).view(EVENT_VOID) for p in parts]).view(EVENT_DTYPE)
 
 
+def check_sensor_size(value, what: str = "sensor_size") -> tuple[int, int]:
+    """``(width, height)`` as two positive ints, or a ValueError naming ``what`` and the value received."""
+    try:
+        width, height = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be (width, height) (got {value!r})") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{what} must be positive (width, height) (got {value!r})")
+    return width, height
+
+
 def empty_events(n: int = 0) -> np.ndarray:
     """An uninitialised (n=0: empty) event array."""
     return np.empty(n, dtype=EVENT_DTYPE)

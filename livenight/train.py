@@ -59,7 +59,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ._optional import has
 from .errors import SourceError, SourceNotFoundError
-from .events import EVENT_DTYPE
+from .events import EVENT_DTYPE, check_sensor_size
 from .letc import official_times
 from .model.checkpoint import load_letc, load_model, read_checkpoint, save_model
 from .model.nernet import NERNet, NERNetConfig
@@ -145,17 +145,7 @@ class SyntheticConfig:
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"synthetic.{name} is drawn log-uniformly: its range must be > 0 "
                                  f"(got {getattr(self, name)!r})")
-        object.__setattr__(self, "size", _size(self.size, "synthetic.size"))
-
-
-def _size(v: Any, what: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be [width, height] (got {v!r})") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"{what} must be positive (got {v!r})")
-    return w, h
+        object.__setattr__(self, "size", check_sensor_size(self.size, "synthetic.size"))
 
 
 @dataclass(frozen=True)
