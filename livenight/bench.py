@@ -210,8 +210,7 @@ def bench_model(model: str | None = None, size: tuple[int, int] = (346, 260), fr
     else:
         net = load_model(model, size)
         label = model
-    windows = _synthetic_windows(frames + 1, size, rate_ev_per_s, window_us, stride_us)[1:]
-    windows[0] = type(windows[0])(*[getattr(windows[0], f) for f in ("index", "t0_us", "t1_us", "events")], True, 0)
+    windows = _synthetic_windows(frames, size, rate_ev_per_s, window_us, stride_us)  # the first has reset=True
     if engine == "auto":
         engine = "onnxruntime"
     with tempfile.TemporaryDirectory() as tmp:
