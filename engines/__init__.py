@@ -69,5 +69,5 @@ def bundled_model() -> Path | None:
     """The model shipped with livenight (``ner-tiny``), or None if this installation has none."""
     import livenight
 
-    path = Path(livenight.__file__).resolve().parent / "models" / "ner-tiny.pth"
+    path = Path(livenight.__file__).resolve().parent / "weights" / "ner-tiny.pth"
     return path if path.exists() else None
