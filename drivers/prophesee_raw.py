@@ -60,6 +60,7 @@ from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
+from livenight.checks import FAR_JUMP_US, InputAudit, InputWarning, far_jumps, time_spikes
 from livenight.errors import SourceError, SourceNotFoundError
 from livenight.events import EVENT_DTYPE, EventPacket, check_sensor_size
 
@@ -102,8 +103,15 @@ class GeometryWarning(UserWarning):
     """The sensor size was not in the header and had to be inferred."""
 
 
-class DecodeWarning(UserWarning):
-    """Events were dropped (outside the sensor), clamped (out of order) or words had reserved types."""
+class DecodeWarning(InputWarning):
+    """Events were dropped (outside the sensor, time spikes), clamped (out of order) or words had reserved
+    types (see :mod:`livenight.checks`)."""
+
+#: word types each RAW format defines (anything else is reserved: counted, skipped, located for the warning)
+_DEFINED_TYPES = {"EVT3": (0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xD, 0xE, 0xF),
+                  "EVT2": (0x0, 0x1, 0x8, 0xA, 0xE, 0xF), "EVT21": (0x0, 0x1, 0x8, 0xA, 0xE, 0xF),
+                  "EVT21_LEGACY": (0x0, 0x1, 0x8, 0xA, 0xE, 0xF)}
+_TYPE_SHIFT = {"EVT3": 12, "EVT2": 28, "EVT21": 60, "EVT21_LEGACY": 28}
 
 
 # Structured copies of the packed 13-byte EVENT_DTYPE go field by field in numpy (≈ 40× slower than memcpy);
@@ -519,12 +527,13 @@ def _resolve_sensor_size(header: RawHeader | DatHeader, sensor_size, chunk_bytes
         w, h = header.sensor_size
         warnings.warn(f"{header.path}: the header has no geometry ('% format …;width=;height=' or '% geometry WxH'); "
                       f"using {w}x{h} from {key} {header.fields.get(key, header.fields.get('generation'))!r} "
-                      "(pass sensor_size=(width, height) to override)", GeometryWarning, stacklevel=stacklevel)
+                      "(override with --sensor-size WxH, in Python sensor_size=(width, height))", GeometryWarning,
+                      stacklevel=stacklevel)
         return w, h
     w, h = _infer_geometry(header.path, header.format, header.payload_offset, chunk_bytes)
     warnings.warn(f"{header.path}: no geometry in the header and no known plugin name; using {w}x{h}, the smallest "
-                  "known sensor holding the coordinates of the first chunk (pass sensor_size=(width, height) to "
-                  "override)", GeometryWarning, stacklevel=stacklevel)
+                  "known sensor holding the coordinates of the first chunk (override with --sensor-size WxH, in Python "
+                  "sensor_size=(width, height))", GeometryWarning, stacklevel=stacklevel)
     return w, h
 
 
@@ -574,6 +583,9 @@ class FileDecoder:
                              f"({limit}x{limit})")
         self.decoder = StreamDecoder(self.format, self.sensor_size)
         self.stats = DecodeStats()
+        #: implausible input found so far; judged before each chunk's events are handed on (livenight.checks)
+        self.audit = InputAudit(str(self.path), "records" if self.format == "DAT" else "words", self.format,
+                                self.sensor_size)
         self._warn = warn
         self._it = self._chunks()
 
@@ -601,7 +613,8 @@ class FileDecoder:
     def _chunks(self) -> Iterator[tuple[np.ndarray, int]]:
         wb = self.decoder.word_bytes
         dtype = self.decoder.word_dtype
-        payload = max(0, self.path.stat().st_size - self.header.payload_offset)
+        file_size = self.path.stat().st_size
+        payload = max(0, file_size - self.header.payload_offset)
         chunk_bytes = max(1, min(self.chunk_bytes, payload))  # a small file gets a small buffer
         buf = bytearray(chunk_bytes + wb)
         view = memoryview(buf)
@@ -617,11 +630,14 @@ class FileDecoder:
                 whole = total - total % wb
                 if whole:
                     words = np.frombuffer(buf, dtype=dtype, count=whole // dtype.itemsize)
-                    for item in self.decoder.decode_words(words):
-                        yield item
-                    del words
+                    before = self.decoder.stats()
+                    parts = list(self.decoder.decode_words(words))
                     self._update_stats()
-                    self.decoder._check_garbage(str(self.path), offset + whole)
+                    # judge the chunk before any of its events leaves: garbage never reaches the windows
+                    self._audit_chunk(words, offset, before, parts, final=offset + total >= file_size)
+                    del words
+                    if parts:
+                        yield (_concat([ev for ev, _ in parts]), sum(late for _, late in parts))
                 keep = total - whole
                 if keep:
                     buf[:keep] = buf[whole:total]
@@ -631,9 +647,45 @@ class FileDecoder:
             self.stats.truncated_at = offset
         self._finish()
 
+    def _audit_chunk(self, words: np.ndarray, offset: int, before: DecodeStats, parts: list, final: bool) -> None:
+        audit, after = self.audit, self.stats
+        wb = self.decoder.word_bytes
+        audit.items += int(words.shape[0]) // (2 if self.format == "DAT" else 1)
+        audit.events += sum(int(ev.shape[0]) for ev, _ in parts)
+        reserved = after.unknown_words - before.unknown_words
+        if reserved:
+            where = None
+            if "reserved" not in audit.first_at:
+                types = (words >> dtype_shift(words, self.format)) & 0xF
+                first = np.flatnonzero(~np.isin(types, _DEFINED_TYPES[self.format]))
+                where = f"byte {offset + int(first[0]) * wb}" if first.shape[0] else None
+            audit.add("reserved", reserved, where)
+        outside = after.dropped_events - before.dropped_events
+        audit.add("outside", outside, self._first_outside(words, offset) if outside and
+                  "outside" not in audit.first_at else None)
+        audit.check(final)
+
+    def _first_outside(self, words: np.ndarray, offset: int) -> str:
+        """Where the first out-of-sensor event of a chunk is: exact for DAT and EVT2 (one event per word),
+        the chunk's byte range for the vector formats."""
+        width, height = self.sensor_size
+        wb = self.decoder.word_bytes
+        if self.format == "DAT":
+            w = words.reshape(-1, 2)[:, 1].astype(np.int64)
+            bad = ((w & 0x3FFF) >= width) | (((w >> 14) & 0x3FFF) >= height)
+        elif self.format == "EVT2":
+            w = words.astype(np.int64)
+            bad = ((w >> 28) < 2) & ((((w >> 11) & 0x7FF) >= width) | ((w & 0x7FF) >= height))
+        else:
+            return f"bytes {offset}..{offset + int(words.nbytes)}"
+        first = np.flatnonzero(bad)
+        return f"byte {offset + int(first[0]) * wb}" if first.shape[0] else f"bytes {offset}..{offset + words.nbytes}"
+
     def _finish(self) -> None:
+        if self.stats.truncated_at is None:
+            self.audit.require_events()
         if self._warn:
-            msg = _stats_message(self.stats, self.sensor_size)
+            msg = self.audit.summary()
             if msg:
                 warnings.warn(f"{self.path}: {msg}", DecodeWarning, stacklevel=3)
         if self.stats.truncated_at is not None:
@@ -644,18 +696,9 @@ class FileDecoder:
                               f"{self.stats.events} events, stopped at byte {self.stats.truncated_at}")
 
 
-def _stats_message(stats: DecodeStats, sensor_size: tuple[int, int], clamped: int = 0,
-                   look_behind_us: int = DEFAULT_LOOK_BEHIND_US) -> str:
-    parts = []
-    if stats.dropped_events:
-        w, h = sensor_size
-        parts.append(f"dropped {stats.dropped_events} events outside the {w}x{h} sensor (x >= {w} or y >= {h})")
-    if clamped:
-        parts.append(f"clamped {clamped} events that arrived later than the {look_behind_us} µs look-behind "
-                     "to the packet start (time went backwards: corrupt data?)")
-    if stats.unknown_words:
-        parts.append(f"skipped {stats.unknown_words} words of reserved types (corrupt data?)")
-    return "; ".join(parts)
+def dtype_shift(words: np.ndarray, fmt: str):
+    """The shift that brings a word's 4-bit type to the bottom, as the words' own integer type."""
+    return words.dtype.type(_TYPE_SHIFT[fmt])
 
 
 def decode_file(path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -746,62 +789,103 @@ class _PropheseeFileSource(SingleUse):
     def dropped_events(self) -> int:
         return self._decoder.stats.dropped_events
 
+    @property
+    def audit(self) -> InputAudit:
+        """Implausible input found so far (see :mod:`livenight.checks`)."""
+        return self._decoder.audit
+
+    def _repair(self, ev: np.ndarray, late: int, seen: int, last_t: int | None) -> tuple[np.ndarray, int]:
+        """Drop time spikes (corrupt time words) and count far forward jumps, on stream-order events."""
+        audit = self._decoder.audit
+        keep, n_spikes = time_spikes(ev["t"])
+        if keep is not None:
+            gone = np.flatnonzero(~keep)
+            audit.spikes += n_spikes
+            audit.add("spike", int(gone.shape[0]), f"decoded event {seen + int(gone[0])}")
+            ev = _take(ev, np.flatnonzero(keep))
+            late = max(late, 1)  # order is no longer known: sort
+        t = ev["t"]
+        n_far, first = far_jumps(t)
+        if last_t is not None and t.shape[0] and int(t[0]) - last_t > FAR_JUMP_US:
+            n_far, first = n_far + 1, 0
+        if n_far:
+            audit.add("jump", n_far, f"decoded event {seen + first}")
+        return ev, late
+
     def _packets(self) -> Iterator[EventPacket]:
         size = self.sensor_size
         lb = self.look_behind_us
+        audit = self._decoder.audit
         pending: np.ndarray | None = None
         t_start: int | None = None
         boundary: int | None = None  # every released event has t < boundary; later ones must not be older
         error: SourceError | None = None
+        seen = 0  # decoded events so far (stream order), for messages
+        last_t: int | None = None
         chunks = self._decoder.chunks_with_late()
-        while True:
-            try:
-                ev, late = next(chunks)
-            except StopIteration:
-                break
-            except SourceError as e:  # truncation (or garbage): release what was decoded, then raise
-                error = e
-                break
+        try:
+            while True:
+                try:
+                    ev, late = next(chunks)
+                    n_decoded = int(ev.shape[0])
+                    ev, late = self._repair(ev, late, seen, last_t)
+                    seen += n_decoded
+                    if ev.shape[0]:
+                        last_t = int(ev["t"][-1])
+                    audit.check()
+                except StopIteration:
+                    break
+                except SourceError as e:  # truncation (or garbage): release what was decoded, then raise
+                    error = e
+                    break
+                if self._closed:
+                    return
+                if not ev.shape[0]:
+                    continue
+                if late:
+                    ev = _take(ev, np.argsort(ev["t"], kind="stable"))
+                    if boundary is not None:
+                        t = ev["t"]
+                        n_old = bisect.bisect_left(t, boundary)
+                        if n_old:
+                            t[:n_old] = boundary
+                            self.clamped_events += n_old
+                            audit.add("clamped", n_old, f"t={boundary} µs")
+                if pending is not None and pending.size:
+                    chunk = _concat([pending, ev])
+                    if late and int(pending["t"][-1]) > int(ev["t"][0]):
+                        chunk = _take(chunk, np.argsort(chunk["t"], kind="stable"))
+                else:
+                    chunk = ev
+                t = chunk["t"]
+                cut_t = int(t[-1]) - lb if lb else int(t[-1])
+                cut = bisect.bisect_left(t, cut_t)  # np.searchsorted would copy the strided column first
+                if cut == 0:
+                    pending = chunk
+                    continue
+                pending = chunk[cut:]
+                if t_start is None:
+                    t_start = int(t[0])
+                yield EventPacket(chunk[:cut], t_start, cut_t, time.monotonic(), size)
+                t_start = boundary = cut_t
             if self._closed:
                 return
-            if late:
-                ev = _take(ev, np.argsort(ev["t"], kind="stable"))
-                if boundary is not None:
-                    t = ev["t"]
-                    n_old = bisect.bisect_left(t, boundary)
-                    if n_old:
-                        t[:n_old] = boundary
-                        self.clamped_events += n_old
+            if error is None:
+                try:
+                    audit.check(final=True)
+                except SourceError as e:
+                    error, pending = e, None
             if pending is not None and pending.size:
-                chunk = _concat([pending, ev])
-                if late and int(pending["t"][-1]) > int(ev["t"][0]):
-                    chunk = _take(chunk, np.argsort(chunk["t"], kind="stable"))
-            else:
-                chunk = ev
-            t = chunk["t"]
-            cut_t = int(t[-1]) - lb if lb else int(t[-1])
-            cut = bisect.bisect_left(t, cut_t)  # np.searchsorted would copy the strided column first
-            if cut == 0:
-                pending = chunk
-                continue
-            pending = chunk[cut:]
-            if t_start is None:
-                t_start = int(t[0])
-            yield EventPacket(chunk[:cut], t_start, cut_t, time.monotonic(), size)
-            t_start = boundary = cut_t
-        if self._closed:
-            return
-        if pending is not None and pending.size:
-            if t_start is None:
-                t_start = int(pending["t"][0])
-            yield EventPacket(pending, t_start, int(pending["t"][-1]) + 1, time.monotonic(), size)
-        if error is None:
-            self._decoder._update_stats()
-        msg = _stats_message(self._decoder.stats, size, self.clamped_events, lb)
-        if msg:
-            warnings.warn(f"{self.path}: {msg}", DecodeWarning, stacklevel=2)
-        if error is not None:
-            raise error
+                if t_start is None:
+                    t_start = int(pending["t"][0])
+                yield EventPacket(pending, t_start, int(pending["t"][-1]) + 1, time.monotonic(), size)
+            if error is None:
+                self._decoder._update_stats()
+            if error is not None:
+                raise error
+        finally:  # also when the consumer stops early (--max-frames): say what was repaired so far
+            if error is None:
+                audit.warn(category=DecodeWarning, stacklevel=3)
 
     def close(self) -> None:
         self._closed = True

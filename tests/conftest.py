@@ -1,11 +1,43 @@
-"""Shared test helpers."""
+"""Shared test helpers.
+
+Real recordings are found through one setting: the environment variable ``LIVENIGHT_DATA`` (a folder), by
+default ``../shared/data`` beside the repository. A test that needs one asks the ``shared_data`` fixture for
+it by name: absent, the test is skipped with a one-line reason, except under ``CI=true``, where it fails.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from livenight.events import EVENT_DTYPE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """The folder of the real recordings: ``$LIVENIGHT_DATA``, else ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("LIVENIGHT_DATA") or REPO.parent / "shared" / "data")
+
+
+def shared_path(name: str) -> Path:
+    """``data_dir() / name``; skips the calling test when the file is absent (fails under ``CI=true``)."""
+    path = data_dir() / name
+    if not path.is_file():
+        reason = f"recording {name} not found in {data_dir()} (set LIVENIGHT_DATA to the folder that holds it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    """``shared_data("davis346.aedat4")`` -> the path of a real recording (see :func:`shared_path`)."""
+    return shared_path
 
 
 @pytest.fixture

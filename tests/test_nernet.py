@@ -14,14 +14,14 @@ from livenight.events import make_events
 from livenight.letc import LetcTable, exact_grid, official_times
 from livenight.model.nernet import NERNet, NERNetConfig, STCell
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ner-net.md"
+KEYS = Path(__file__).resolve().parent / "data" / "nernet_official_keys.txt"  # copied from the reference notes
 
 
 def _official_keys() -> list[tuple[str, tuple[int, ...]]]:
-    text = REF.read_text()
-    block = text.split("Full key list (`name  shape`):", 1)[1].split("```", 2)[1]
     out = []
-    for line in block.strip().splitlines():
+    for line in KEYS.read_text().splitlines():
+        if line.startswith("#"):
+            continue
         name, shape = line.split(None, 1)
         out.append((name, tuple(int(v) for v in re.findall(r"\d+", shape))))
     return out

@@ -30,8 +30,9 @@ from livenight.drivers.prophesee_raw import (DEFAULT_LOOK_BEHIND_US, DatSource, 
 from livenight.errors import SourceError, SourceNotFoundError
 from livenight.events import EVENT_DTYPE, EventPacket, make_events
 
+from conftest import shared_path
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # sha256 of the recordings (shared/data/README.md)
 FILE_SHA256 = {
@@ -89,11 +90,8 @@ DAT_OFFSET_US = 11_194_368  # = 2733 × 4096
 
 # ---------------------------------------------------------------------------- helpers
 def data_file(name: str) -> Path:
-    """A recording of ../shared/data; its absence is a failure, not a skip."""
-    assert DATA.is_dir(), f"shared data folder missing: {DATA} (tests read the real recordings from there)"
-    path = DATA / name
-    assert path.is_file(), f"shared recording missing: {path}"
-    return path
+    """A real recording ($LIVENIGHT_DATA, default ../shared/data): skipped when absent, a failure under CI=true."""
+    return shared_path(name)
 
 
 _decoded: dict[str, np.ndarray] = {}
@@ -586,8 +584,15 @@ def test_not_a_raw_file(tmp_path, blob):
 def test_garbage_payload_after_a_valid_header(tmp_path):
     path = tmp_path / "g.raw"
     path.write_bytes(raw_header_bytes("EVT3", (1280, 720)) + np.random.default_rng(1).bytes(1 << 16))
-    with pytest.raises(SourceError, match="does not decode as EVT3.*reserved word types"):
+    with pytest.raises(SourceError, match=r"does not decode as EVT3: skipped \d+ words of reserved types "
+                                          r"\(first at byte \d+\)"):
         decode_to_array(path)
+    # the replay source gives the same verdict before handing over a single packet
+    packets = []
+    with pytest.raises(SourceError, match="does not decode as EVT3"):
+        for p in PropheseeRawSource(path):
+            packets.append(p)
+    assert packets == []
 
 
 def test_truncated_header(tmp_path):

@@ -1,0 +1,184 @@
+"""Plausibility checks on decoded input, shared by every file reader, so replay and ``livenight info`` agree.
+
+Why it is like this
+-------------------
+A corrupt recording must never hang, crash or turn into video. The readers cannot tell a bit flip from a real
+event one word at a time, but the *amount* of implausible input tells a damaged good file from garbage:
+
+* Each reader counts what it had to repair or drop in an :class:`InputAudit`: words of reserved types, events
+  outside the sensor, short excursions of time ("spikes": time leaves by more than ``SPIKE_US`` and comes back,
+  the mark of one corrupt time word), events clamped because time went backwards, and far forward jumps that do
+  not come back.
+* :meth:`InputAudit.check` runs on every chunk *before* its events are handed on: when more than
+  ``GARBAGE_FRACTION`` of what was read is implausible (after ``MIN_ITEMS`` items, or at the end of a small
+  file), the reader raises one :class:`~livenight.errors.SourceError` naming the file, the counts and the byte
+  offset. ``--max-frames 5`` therefore cannot stop the run before the verdict: garbage never yields frames.
+* Otherwise the events are kept, and :meth:`InputAudit.warn` emits one :class:`InputWarning` line with the
+  counts and the offset of the first problem of each kind, at the end of the stream or when it is closed early.
+* A file whose header is valid but that holds no event is an error (:meth:`InputAudit.require_events`), the same
+  for every format.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .errors import SourceError
+
+#: more than this fraction of implausible words / events means the payload is not this format (or is garbage)
+GARBAGE_FRACTION = 0.05
+#: items read before a chunk may be judged (a whole small file is judged at its end, from MIN_FINAL_ITEMS on)
+MIN_ITEMS = 4096
+MIN_FINAL_ITEMS = 16
+#: a time excursion larger than this that comes back is a corrupt time word, not a pause of the scene
+SPIKE_US = 100_000
+#: a forward jump larger than this that does not come back is reported (the windows reset over it)
+FAR_JUMP_US = 10_000_000
+
+
+class InputWarning(UserWarning):
+    """A recording had a few implausible words or events; they were dropped or repaired and the rest kept."""
+
+
+class InputAudit:
+    """Counters of implausible input for one file, and the verdict: keep (warn) or give up (error).
+
+    Args:
+        what: the file, for messages.
+        unit: what ``items`` counts (``"words"``, ``"records"``, ``"events"``).
+        fmt: the format name used in the error (``"EVT3"``, ``"aedat4"``, …).
+
+    Example:
+        >>> audit = InputAudit("x.raw", "words", "EVT3")
+        >>> audit.items += 10_000
+        >>> audit.add("reserved", 3, "byte 4711")
+        >>> audit.check(final=True)          # 3 of 10,000: kept
+        >>> audit.summary()
+        'skipped 3 words of reserved types (first at byte 4711)'
+    """
+
+    _LABELS = {
+        "reserved": "skipped {n} words of reserved types",
+        "outside": "dropped {n} events outside the {sensor} sensor",
+        "spike": "dropped {n} events in {spikes} time spikes (time left by > {spike:g} s and came back)",
+        "clamped": "clamped {n} events older than what was already replayed (time went backwards)",
+        "jump": "{n} forward time jumps over {far:g} s",
+        "nonfinite": "{n} non-finite values",
+    }
+
+    def __init__(self, what: str, unit: str, fmt: str, sensor_size: tuple[int, int] | None = None) -> None:
+        self.what = what
+        self.unit = unit
+        self.fmt = fmt
+        self.sensor_size = sensor_size
+        self.items = 0
+        self.events = 0
+        self.counts: dict[str, int] = {}
+        self.first_at: dict[str, str] = {}
+        self.spikes = 0
+        self._warned = False
+
+    def add(self, kind: str, n: int, where: str | None = None) -> None:
+        """Count ``n`` problems of ``kind`` (one of the keys of ``_LABELS``); ``where`` = the first one's place."""
+        if n <= 0:
+            return
+        if kind not in self._LABELS:
+            raise ValueError(f"unknown audit kind {kind!r} (known: {', '.join(self._LABELS)})")
+        self.counts[kind] = self.counts.get(kind, 0) + int(n)
+        if where is not None and kind not in self.first_at:
+            self.first_at[kind] = where
+
+    @property
+    def bad(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        """The counts as one clause list (empty when nothing was found)."""
+        w, h = self.sensor_size or (0, 0)
+        parts = []
+        for kind, n in self.counts.items():
+            text = self._LABELS[kind].format(n=n, sensor=f"{w}x{h}", spikes=self.spikes, far=FAR_JUMP_US / 1e6,
+                                             spike=SPIKE_US / 1e6)
+            if kind in self.first_at:
+                text += f" (first at {self.first_at[kind]})"
+            parts.append(text)
+        return "; ".join(parts)
+
+    def check(self, final: bool = False) -> None:
+        """Raise :class:`SourceError` when the input read so far is mostly implausible."""
+        enough = self.items >= (MIN_FINAL_ITEMS if final else MIN_ITEMS)
+        if enough and self.bad > GARBAGE_FRACTION * self.items:
+            self._warned = True  # the error says it all
+            raise SourceError(f"{self.what}: the payload does not decode as {self.fmt}: {self.summary()} in the "
+                              f"first {self.items} {self.unit}; a corrupt file or the wrong format")
+
+    def require_events(self) -> None:
+        """Raise :class:`SourceError` when the file decoded to no event at all."""
+        if self.events == 0:
+            self._warned = True
+            extra = f" ({self.summary()})" if self.counts else ""
+            raise SourceError(f"{self.what}: the {self.fmt} file holds no events ({self.items} {self.unit} "
+                              f"decoded){extra}")
+
+    def warn(self, category: type[Warning] = InputWarning, stacklevel: int = 3) -> None:
+        """One warning line with the counts, once, when anything was found."""
+        if self._warned or not self.counts:
+            return
+        self._warned = True
+        warnings.warn(f"{self.what}: {self.summary()}; kept {self.events - self.removed} events", category,
+                      stacklevel=stacklevel)
+
+    @property
+    def removed(self) -> int:
+        """Decoded events that were not kept (time spikes)."""
+        return self.counts.get("spike", 0)
+
+
+def time_spikes(t: np.ndarray, spike_us: int = SPIKE_US) -> tuple[np.ndarray | None, int]:
+    """Find runs of events whose time leaves by more than ``spike_us`` and comes back (stream order).
+
+    A run between two jumps of opposite sign, where the time after the run lies within ``spike_us`` of the time
+    before it, is a spike (a corrupt time word). Returns ``(keep, n_spikes)``: ``keep`` is a boolean mask, or
+    ``None`` when there is no spike.
+
+    Example:
+        >>> keep, n = time_spikes(np.array([0, 10, 9_000_000, 9_000_001, 20, 30]))
+        >>> keep.tolist(), n
+        ([True, True, False, False, True, True], 1)
+    """
+    t = np.asarray(t, dtype=np.int64)
+    if t.shape[0] < 3:
+        return None, 0
+    d = np.diff(t)
+    j = np.flatnonzero(np.abs(d) > spike_us)
+    if j.shape[0] < 2:
+        return None, 0
+    a, b = j[:-1], j[1:]  # run = events a+1 .. b
+    spike = (np.sign(d[a]) != np.sign(d[b])) & (np.abs(t[b + 1] - t[a]) <= spike_us)
+    if not spike.any():
+        return None, 0
+    mark = np.zeros(t.shape[0] + 1, dtype=np.int64)
+    np.add.at(mark, a[spike] + 1, 1)
+    np.add.at(mark, b[spike] + 1, -1)
+    keep = np.cumsum(mark[:-1]) == 0
+    return keep, int(spike.sum())
+
+
+def far_jumps(t: np.ndarray, far_us: int = FAR_JUMP_US) -> tuple[int, int | None]:
+    """Forward steps larger than ``far_us`` in ``t`` (after spikes were removed): ``(count, index of first)``."""
+    t = np.asarray(t, dtype=np.int64)
+    if t.shape[0] < 2:
+        return 0, None
+    big = np.flatnonzero(np.diff(t) > far_us)
+    return int(big.shape[0]), (int(big[0]) + 1 if big.shape[0] else None)
+
+
+def nonfinite(values: np.ndarray) -> int | None:
+    """Index of the first NaN / inf in a float array, else None (integers are always finite)."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return None
+    bad = np.flatnonzero(~np.isfinite(values))
+    return int(bad[0]) if bad.shape[0] else None
