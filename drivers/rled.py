@@ -28,6 +28,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from livenight.checks import nonfinite
 from livenight.errors import ShapeError, SourceError, SourceNotFoundError
 from livenight.events import EVENT_DTYPE, EventPacket, check_events, check_sensor_size, concat_events, polarity_to_on
 
@@ -145,11 +146,23 @@ class RledFile:
 
     def _read_t(self, i0: int, i1: int) -> np.ndarray:
         raw = self._read(self._ds["t"], i0, i1)
+        self._check_finite(raw, "t", i0)
+        limit = 2.0**62 / (1e6 if self.ts_unit == "s" else 1.0)  # int64 µs must hold it
+        if raw.dtype.kind == "f" and raw.size and float(np.max(np.abs(raw))) >= limit:
+            j = int(np.argmax(np.abs(raw)))
+            raise SourceError(f"{self.path}: {self._ds['t'].name.lstrip('/')}[{i0 + j}] = {raw[j].item()!r} is not a "
+                              f"timestamp (expected |t| < {limit:.3g} {self.ts_unit})")
         if self.ts_unit == "s":
             return np.rint(raw.astype(np.float64) * 1e6).astype(np.int64)
         if np.issubdtype(raw.dtype, np.integer):
             return raw.astype(np.int64)
         return np.rint(raw).astype(np.int64)
+
+    def _check_finite(self, raw: np.ndarray, key: str, i0: int) -> None:
+        j = nonfinite(raw)
+        if j is not None:
+            raise SourceError(f"{self.path}: {self._ds[key].name.lstrip('/')}[{i0 + j}] is {raw[j].item()!r} "
+                              "(expected a finite number)")
 
     def _read(self, ds, i0: int, i1: int) -> np.ndarray:
         try:
@@ -174,12 +187,19 @@ class RledFile:
             i = int(bad[0])
             raise SourceError(f"{self.path}: event_indices[{i}] = {idx[i].tolist()} is not a range inside "
                               f"0..{self.num_events} events")
+        back = np.flatnonzero((np.diff(idx[:, 0]) < 0) | (np.diff(idx[:, 1]) < 0))
+        if back.size:
+            i = int(back[0]) + 1
+            raise SourceError(f"{self.path}: event_indices[{i}] = {idx[i].tolist()} starts or ends before "
+                              f"event_indices[{i - 1}] = {idx[i - 1].tolist()} (rows must follow the images in time)")
         return idx
 
     def _resolve_sensor_size(self) -> tuple[int, int]:
         head = min(self.num_events, DEFAULT_CHUNK_EVENTS)
-        max_x = int(self._read(self._ds["x"], 0, head).max())
-        max_y = int(self._read(self._ds["y"], 0, head).max())
+        xs, ys = self._read(self._ds["x"], 0, head), self._read(self._ds["y"], 0, head)
+        self._check_finite(xs, "x", 0)
+        self._check_finite(ys, "y", 0)
+        max_x, max_y = int(xs.max()), int(ys.max())
         if self._image_names:
             h, w = self._h5["images"][self._image_names[0]].shape[:2]
             return int(w), int(h)
@@ -193,8 +213,10 @@ class RledFile:
         # absent: scan every coordinate (chunked), which costs one pass over xs and ys
         for i0 in range(head, self.num_events, DEFAULT_CHUNK_EVENTS):
             i1 = min(i0 + DEFAULT_CHUNK_EVENTS, self.num_events)
-            max_x = max(max_x, int(self._read(self._ds["x"], i0, i1).max()))
-            max_y = max(max_y, int(self._read(self._ds["y"], i0, i1).max()))
+            xs, ys = self._read(self._ds["x"], i0, i1), self._read(self._ds["y"], i0, i1)
+            self._check_finite(xs, "x", i0)
+            self._check_finite(ys, "y", i0)
+            max_x, max_y = max(max_x, int(xs.max())), max(max_y, int(ys.max()))
         warnings.warn(f"{self.path}: no sensor_resolution attribute and no images; inferred {max_x + 1}x{max_y + 1} "
                       "from the largest event coordinates (pass sensor_size to override)", stacklevel=4)
         return max_x + 1, max_y + 1
@@ -209,6 +231,8 @@ class RledFile:
         ev["t"] = self._read_t(i0, i1)
         x = self._read(self._ds["x"], i0, i1)
         y = self._read(self._ds["y"], i0, i1)
+        self._check_finite(x, "x", i0)  # NaN would compare False with every bound below and cast to 0
+        self._check_finite(y, "y", i0)
         if check:  # on the stored values, before the cast to uint16 could wrap them
             width, height = self.sensor_size
             bad = np.flatnonzero((x < 0) | (y < 0) | (x >= width) | (y >= height))

@@ -617,6 +617,58 @@ def test_bad_event_indices_shape(tmp_path):
     assert str(path) in str(ei.value)
 
 
+def test_reversed_event_indices_rows_name_the_row(tmp_path):
+    c = simple_columns(20)
+    path = write_raw(tmp_path / "rev.h5", **c)
+    with h5py.File(path, "a") as h:
+        h["event_indices"] = np.array([[10, 15], [5, 9], [0, 4]])  # rows in reverse time order
+    with pytest.raises(SourceError, match=r"event_indices\[1\] = \[5, 9\] starts or ends before "
+                                          r"event_indices\[0\] = \[10, 15\]") as ei:
+        RledFile(path)
+    assert str(path) in str(ei.value)
+
+
+@pytest.mark.parametrize("where", ["all", 0, 7, 19])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_timestamps_name_file_field_and_index(tmp_path, where, value):
+    c = simple_columns(20)
+    t = c["t"].astype(np.float64)
+    if where == "all":
+        t[:] = value
+    else:
+        t[where] = value
+    path = write_raw(tmp_path / "nan.h5", **{**c, "t": t})
+    first = 0 if where == "all" else where
+    with pytest.raises(SourceError, match=rf"events/ts\[{first}\] is -?(nan|inf) \(expected a finite number\)") as ei:
+        with RledSource(path, chunk_events=4) as src:
+            list(src)
+    assert str(path) in str(ei.value)
+
+
+def test_absurd_float_timestamp_is_an_error(tmp_path):
+    c = simple_columns(20)
+    t = c["t"].astype(np.float64)
+    t[5] = 1e300
+    path = write_raw(tmp_path / "huge.h5", **{**c, "t": t})
+    with pytest.raises(SourceError, match=r"events/ts\[5\] = 1e\+300 is not a timestamp"):
+        with RledSource(path) as src:
+            list(src)
+
+
+@pytest.mark.parametrize("column", ["x", "y"])
+def test_nan_coordinates_name_file_field_and_index(tmp_path, column):
+    c = simple_columns(20)
+    col = c[column].astype(np.float32)
+    col[11] = np.nan
+    dtypes = (np.float32 if column == "x" else np.int16, np.float32 if column == "y" else np.int16, np.float64,
+              np.bool_)
+    path = write_raw(tmp_path / "nanxy.h5", **{**c, column: col}, dtypes=dtypes)
+    with pytest.raises(SourceError, match=rf"events/{column}s\[11\] is nan") as ei:
+        with RledSource(path, chunk_events=8) as src:
+            list(src)
+    assert str(path) in str(ei.value)
+
+
 # ---------------------------------------------------------------------------- open_source
 @pytest.mark.parametrize("uri, key", [("foo.xyz", "'.xyz'"), ("bogus://x", "'bogus://'"), ("plainname", "'plainname'")])
 def test_open_source_unknown_lists_known(uri, key):
