@@ -5,6 +5,11 @@ the pipeline must not care. Each engine is a context manager that owns its recur
 window and returns one frame; ``reset`` zeroes the state. Shared checks live in :class:`EngineBase` (template
 methods); backends implement the ``_*_impl`` methods only.
 
+Neural backends derive from :class:`ModelEngine`, which does what is the same for every backend once: the
+family's input representation (numpy), the family's post-processing and the crop, the stage timings and the
+default window policy. A backend only opens its runtime, runs ``input → padded output`` with the recurrent state
+it owns, and zeroes that state.
+
 Output-buffer rule: the array returned by ``step`` may be reused by the next call. Copy it to keep it.
 """
 
@@ -42,6 +47,8 @@ class Engine(Protocol):
     def reset(self) -> None: ...
 
     def step(self, window: Window) -> np.ndarray: ...  # (H, W) float32 in [0, 1]; reused by the next call
+
+    def default_windows(self, event_indices=None): ...  # the window policy this engine's model was trained with
 
 
 class EngineBase:
@@ -99,4 +106,69 @@ class EngineBase:
         raise NotImplementedError
 
     def _step_impl(self, window: Window) -> np.ndarray:
+        raise NotImplementedError
+
+    def default_windows(self, event_indices=None):
+        from livenight.windowing import TimeWindows
+
+        return TimeWindows(40_000, 40_000)
+
+
+class ModelEngine(EngineBase):
+    """A neural network of a registered model family, run by a backend.
+
+    Set by the backend in ``_open_impl``: ``family``, ``representation``, ``post``, ``padded_size`` (w, h),
+    ``padding`` (left, right, top, bottom) and, optionally, ``_input`` (a ``[C, H, W]`` float32 buffer the
+    representation writes into, e.g. the backend's bound input). Backends implement ``_run(x) -> [Hp, Wp]`` and
+    ``_reset_state()``.
+
+    Args (common to every backend):
+        crop: crop the padded output to the sensor size (None: the family's choice — NER-Net keeps the official
+            padded frames, the E2VID family crops).
+        meta: the model's metadata (a bundled model's JSON: its default windows, description).
+    """
+
+    family = None
+    meta: dict | None = None
+    crop: bool | None = None
+
+    def _setup(self, family, representation, post, padded_size, padding, channels: int) -> None:
+        """Called by backends at the end of ``_open_impl``: everything that is the same for every backend."""
+        self.family, self.representation, self.post = family, representation, post
+        w, h = self.sensor_size
+        if self.crop is None:
+            self.crop = family.crop_by_default
+        self.padded_size = tuple(int(v) for v in padded_size)
+        self.padding = tuple(int(v) for v in padding)
+        left, _, top, _ = self.padding
+        self._crop_box = (left, top, w, h) if self.crop else None
+        if getattr(self, "_input", None) is None:
+            self._input = np.zeros((channels, h, w), dtype=np.float32)
+        out_w, out_h = (w, h) if self.crop else self.padded_size
+        self._out = np.zeros((out_h, out_w), dtype=np.float32)
+        from dataclasses import replace
+
+        self.info = replace(self.info, sensor_size=(out_w, out_h))
+
+    def _reset_impl(self) -> None:
+        self._reset_state()
+        self.post.reset()
+
+    def _step_impl(self, window: Window) -> np.ndarray:
+        with self._timed("represent"):
+            x = self.representation(window.events, self.sensor_size, self._input)
+        with self._timed("net"):
+            img = self._run(x)
+        with self._timed("post"):
+            np.copyto(self._out, self.post(img, self._crop_box))
+        return self._out
+
+    def default_windows(self, event_indices=None):
+        return self.family.default_windows(self.meta, event_indices)
+
+    # backends override these
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _reset_state(self) -> None:
         raise NotImplementedError

@@ -1,119 +1,133 @@
-"""PyTorch engine for NER-Net-family models: the reference backend (CPU, or CUDA when present).
+"""PyTorch backend: any registered model family's network, on the CPU or CUDA.
 
-Each step: the window's events go through LETC's quantisation (lookup-table scatter on the CPU by default, or the
-exact per-event MLP with ``exact_letc=True``), then the network runs with the recurrent state this engine owns
-(kept on the engine's device between calls). Output-buffer rule: the returned array is reused by the next call.
+Each step: the family's representation fills the ``[C, H, W]`` input on the CPU (numpy/numba), the network runs
+with the recurrent state this engine owns (kept on the engine's device between calls), the family's
+post-processing and the crop run on the padded output. Output-buffer rule: the returned array is reused by the
+next call.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
-from livenight.windowing import Window
+from livenight.errors import EngineMismatchError
 
-from .base import EngineBase, EngineInfo
+from .base import EngineInfo, ModelEngine
+
+DTYPES = ("float32", "float16", "bfloat16")
 
 
-class TorchEngine(EngineBase):
-    """Run a :class:`~livenight.model.nernet.NERNet` on windows of events.
+class TorchEngine(ModelEngine):
+    """Run a network of a registered model family on windows of events.
 
     Args:
-        model: a checkpoint path, a built ``NERNet``, or a zero-argument callable returning one (built on open).
+        model: a checkpoint path, a built network, or a zero-argument callable returning one (built on open).
         sensor_size: ``(width, height)`` of the source.
         device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"``.
-        dtype: network precision (float16 / bfloat16 only on CUDA).
-        exact_letc: use the official per-event MLP instead of the lookup table (slow; reference path).
-        crop: crop the padded output back to the sensor size (the official inference does not).
+        dtype: network precision (float16 only on CUDA).
+        crop: crop the padded output to the sensor size (None: the family's choice).
+        exact_letc: NER-Net only: the official per-event MLP instead of the lookup table (reference path).
+        family: a family object or name (None: from the checkpoint's content or the network's class).
+        meta: model metadata (default windows); read from ``<checkpoint>.json`` when the file has one.
+        name: label for :class:`EngineInfo`.
+        **family_options: the family's representation / post-processing options (E2VID: ``postprocess``,
+            ``rescale``, ``unsharp_amount``, ``normalize``, ``robust_percentiles``, ``auto_hdr_median_size``).
     """
 
     def __init__(self, model, sensor_size: tuple[int, int], device: str = "cpu",
-                 dtype: Literal["float32", "float16", "bfloat16"] = "float32", exact_letc: bool = False,
-                 crop: bool = False, name: str | None = None) -> None:
+                 dtype: Literal["float32", "float16", "bfloat16"] = "float32", crop: bool | None = None,
+                 exact_letc: bool = False, family=None, meta: dict | None = None, name: str | None = None,
+                 **family_options) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        if dtype == "float16" and not device.startswith("cuda"):
+            raise ValueError(f"dtype float16 needs a CUDA device (got device {device!r}); on the CPU use float32 "
+                             "or bfloat16")
+        if family is not None and isinstance(family, str):
+            from livenight import families
+
+            family = families.get(family)
+        if family is not None:  # check the options now, before anything is built
+            self._check_options(family, family_options)
         self._model_arg = model
+        self._family_arg = family
+        self._options = family_options
         self.sensor_size = tuple(int(v) for v in sensor_size)
         self.device_name = device
         self.dtype_name = dtype
         self.exact_letc = exact_letc
         self.crop = crop
-        if dtype != "float32" and not device.startswith("cuda"):
-            raise ValueError(f"dtype {dtype} needs a CUDA device (got device {device!r}); use float32 on the CPU")
-        label = name or (os.path.basename(model) if isinstance(model, (str, os.PathLike)) else "NER-Net")
-        # the output size (padded to the model's multiple unless cropped) is set once the model is built, on open
-        self.info = EngineInfo(name=str(label), backend="torch", device=device, dtype=dtype,
+        self.meta = meta
+        label = name or (os.path.basename(model) if isinstance(model, (str, os.PathLike)) else None)
+        self._label = label
+        self.info = EngineInfo(name=str(label or "model"), backend="torch", device=device, dtype=dtype,
                                sensor_size=self.sensor_size, input_kind="events")
 
+    @staticmethod
+    def _check_options(family, options: dict) -> None:
+        post_keys = {"postprocess", "rescale", "unsharp_amount", "robust_percentiles", "auto_hdr_median_size"}
+        family.postprocess({"family": ""}, **{k: v for k, v in options.items() if k in post_keys})
+
     def _build(self):
-        from livenight.model.checkpoint import load_model
-        from livenight.model.nernet import NERNet
+        from torch import nn
+
+        from livenight import families
 
         m = self._model_arg
         if isinstance(m, (str, os.PathLike)):
-            return load_model(m, self.sensor_size)
-        if isinstance(m, NERNet):
-            return m
-        if callable(m):
-            return m()
-        raise TypeError(f"model must be a path, a NERNet or a callable returning one (got {type(m).__name__})")
+            from livenight.model.checkpoint import read_checkpoint
+
+            ck = read_checkpoint(m)
+            fam = self._family_arg or families.detect(ck, str(m))
+            return fam, fam.from_checkpoint(ck, self.sensor_size, str(m))
+        if callable(m) and not isinstance(m, nn.Module):
+            m = m()
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"model must be a checkpoint path, a network or a callable returning one "
+                            f"(got {type(m).__name__})")
+        if self._family_arg is not None:
+            if not self._family_arg.owns(m):
+                raise TypeError(f"model must be a {self._family_arg.title} network (got {type(m).__name__})")
+            return self._family_arg, m
+        return families.family_of(m), m
 
     def _open_impl(self) -> None:
         import torch
 
-        from livenight.letc import LetcTable
-
         self._torch = torch
-        model = self._build()
-        if tuple(model.cfg.sensor_size) != self.sensor_size:
-            raise ValueError(f"model was built for {model.cfg.sensor_size[0]}x{model.cfg.sensor_size[1]} but the "
-                             f"source is {self.sensor_size[0]}x{self.sensor_size[1]}")
+        family, model = self._build()
+        cfg = model.cfg
+        if tuple(cfg.sensor_size) != self.sensor_size:
+            raise EngineMismatchError(f"model was built for {cfg.sensor_size[0]}x{cfg.sensor_size[1]} but the "
+                                      f"source is {self.sensor_size[0]}x{self.sensor_size[1]}")
+        family.check(model)
         self.model = model.eval()
-        self.cfg = model.cfg
+        self.cfg = cfg
         self.device = torch.device(self.device_name)
         self.dtype = getattr(torch, self.dtype_name)
-        self.net = model.to(self.device, self.dtype) if not self.exact_letc else model.to(self.device)
-        self.table = LetcTable.from_model(model)
-        w, h = self.sensor_size
-        self._grid = np.empty((h, w, self.cfg.in_channels), dtype=np.float32)
-        self.info = replace(self.info, device=str(self.device),
-                            sensor_size=self.sensor_size if self.crop else self.cfg.padded_size)
-        self._left, _, self._top, _ = self.cfg.padding()
+        rep_keys = {"normalize"}
+        representation = family.representation(model, exact=self.exact_letc,
+                                               **{k: v for k, v in self._options.items() if k in rep_keys})
+        post = family.postprocess(family.config_of(model) | {"family": family.variant(model)},
+                                  **{k: v for k, v in self._options.items() if k not in rep_keys})
+        self.net = model.to(self.device, self.dtype)
+        from dataclasses import replace
+
+        self.info = replace(self.info, name=self._label or family.variant(model), device=str(self.device))
+        self._setup(family, representation, post, cfg.padded_size, cfg.padding(), cfg.in_channels)
 
     def _close_impl(self) -> None:
         self.state = None
 
-    def _reset_impl(self) -> None:
+    def _reset_state(self) -> None:
         self.state = self.model.initial_state(device=self.device, dtype=self.dtype)
 
-    def grid(self, window: Window):
-        """The LETC quantisation grid ``[1, 2C, H, W]`` of a window, on the engine's device."""
+    def _run(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
-        if self.exact_letc:
-            from livenight.letc import official_times
-
-            ev = window.events
-            with torch.no_grad():
-                g = self.model.quantize(torch.from_numpy(ev["x"].astype(np.int64)),
-                                        torch.from_numpy(ev["y"].astype(np.int64)),
-                                        torch.from_numpy(official_times(ev["t"])),
-                                        torch.from_numpy(ev["p"].astype(np.float32) * 2 - 1))
-            return g.to(self.device, self.dtype)
-        hwc = self.table.grid(window.events, self.sensor_size, self._grid)
-        g = torch.from_numpy(hwc).permute(2, 0, 1).unsqueeze(0)  # channels-last view, no copy
-        return g.to(self.device, self.dtype, non_blocking=True)
-
-    def _step_impl(self, window: Window) -> np.ndarray:
-        torch = self._torch
-        with self._timed("letc"):
-            grid = self.grid(window)
-        with self._timed("net"), torch.inference_mode():
-            img, self.state = self.net(grid, self.state)
-            if self.device.type == "cuda":
-                torch.cuda.current_stream(self.device).synchronize()
-        out = img[0, 0]
-        if self.crop:
-            w, h = self.sensor_size
-            out = out[self._top:self._top + h, self._left:self._left + w]
-        return out.float().cpu().numpy()
+        t = torch.from_numpy(x)[None].to(self.device, self.dtype, non_blocking=True)
+        with torch.inference_mode():
+            img, self.state = self.net(t, self.state)
+            return img[0, 0].float().cpu().numpy()  # .cpu() waits for the device

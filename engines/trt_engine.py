@@ -29,7 +29,7 @@ from livenight.errors import EngineMismatchError, SourceError
 from livenight.windowing import Window
 
 from .base import EngineBase, EngineInfo
-from .export import check_sidecar, read_sidecar, sidecar_path
+from .sidecar import check_sidecar, read_sidecar, sidecar_path
 
 
 def _trt():

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from . import __version__, argtypes
 from .errors import LivenightError
-
-SUBCOMMANDS = ("bench", "demo", "devices", "doctor", "ets", "eval", "export", "info", "prepare", "record",
-               "simulate", "train")
+from .engines import BACKENDS
 
 DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
@@ -85,21 +83,26 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                           "--windows rled, which like the official inference resets only per file)")
     eng = p.add_argument_group("engine")
     eng.add_argument("--model", metavar="FILE",
-                     help="NER-Net checkpoint (.pth/.pt: the official ner.pth, a plain state_dict or a livenight "
-                          "checkpoint), or an exported .onnx / TensorRT .engine (see 'livenight export'). Without it "
-                          "the classical filter runs")
-    eng.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "tensorrt", "complementary"), default="auto",
-                     help="reconstruction engine (default auto: by --model suffix: .pth/.pt torch, .onnx ONNX Runtime, "
-                          ".engine/.plan TensorRT; without --model: complementary, a classical high-pass filter on "
-                          "log intensity that needs no weights)")
+                     help="a checkpoint of any supported family, recognised from its content (.pth/.pt/.pth.tar: the "
+                          "official NER-Net ner.pth, E2VID / E2VID+ / FireNet / FireNet+, a livenight checkpoint), or "
+                          "an exported .onnx / TensorRT .engine (see 'livenight export'). Default: the bundled model")
+    eng.add_argument("--engine", choices=BACKENDS, default="auto",
+                     help="backend (default auto: the fastest that works here for the model; .onnx runs on ONNX "
+                          "Runtime, .engine/.plan on TensorRT; onnxruntime with a checkpoint exports it once and "
+                          "caches it). complementary: a classical high-pass filter on log intensity, no weights")
     eng.add_argument("--device", default="cpu", help="torch device for --model: cpu, cuda, cuda:1 … (default cpu)")
     eng.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                      help="network precision for --model (float16/bfloat16 need CUDA; default float32)")
     eng.add_argument("--exact-letc", action="store_true",
                      help="compute LETC with the per-event MLP (the official path; slow) instead of the lookup table")
-    eng.add_argument("--crop", action="store_true",
-                     help="crop NER-Net output back to the sensor size (the official output keeps the padding to "
-                          "multiples of 8; default off to match it)")
+    crop = eng.add_mutually_exclusive_group()
+    crop.add_argument("--keep-padding", dest="keep_padding", action="store_true", default=None,
+                      help="keep the network's padding in the frames (the official NER-Net output is padded to "
+                           "multiples of 8; default: frames at the sensor size)")
+    crop.add_argument("--crop", dest="keep_padding", action="store_false",
+                      help="frames at the sensor size (the default)")
+    eng.add_argument("--cuda-graphs", action="store_true",
+                     help="TensorRT: replay each step as a CUDA graph (fixed shapes; lower launch overhead)")
     eng.add_argument("--cutoff-hz", type=float, default=1.0,
                      help="complementary filter: high-pass cut-off in Hz (default 1.0)")
     eng.add_argument("--contrast", type=float, default=0.2,
@@ -124,91 +127,53 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- run (replay / camera)
-def _policy(args, source):
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _engine(args, sensor_size):
+    """The one call that picks and builds the engine (livenight.engines.open_engine owns every default)."""
+    from livenight.engines import open_engine
+
+    options = {}
+    if args.engine == "complementary":
+        options = {"cutoff_hz": args.cutoff_hz, "contrast_on": args.contrast, "contrast_off": args.contrast,
+                   "log_range": args.log_range}
+    return open_engine(args.model, sensor_size, backend=args.engine, device=args.device, dtype=args.dtype,
+                       crop=not args.keep_padding, exact=args.exact_letc,
+                       cuda_graphs=args.cuda_graphs, say=_say, **options)
+
+
+def _policy(args, source, engine):
+    """--windows auto: what the engine's model was trained with; explicit options override it."""
     from .windowing import CountWindows, RledWindows, TimeWindows
 
+    indices = getattr(source, "event_indices", None)
+    default = engine.default_windows(indices)
     kind = args.windows
-    neural = _engine_kind(args) != "complementary"
-    if kind == "auto":  # NER-Net: the RLED protocol when the file has it; the classical filter sees every event
-        kind = "rled" if neural and getattr(source, "event_indices", None) is not None else "time"
+    if kind == "auto":
+        if args.window_ms is None and args.stride_ms is None:
+            return default
+        kind = "time"
     if kind == "rled":
-        if getattr(source, "event_indices", None) is None:
+        if indices is None:
             raise LivenightError(f"--windows rled needs a recording with an 'event_indices' dataset; "
                                  f"{args.replay or args.camera} has none (use --windows time)")
-        return RledWindows(source.event_indices)
+        return RledWindows(indices)
     if kind == "count":
         return CountWindows(args.window_events)
-    window_ms = args.window_ms if args.window_ms is not None else (20.0 if neural else 40.0)
-    stride_ms = args.stride_ms if args.stride_ms is not None else (40.0 if neural else window_ms)
-    window_us, stride_us = round(window_ms * 1000), round(stride_ms * 1000)
+    base_w = getattr(default, "window_us", 20_000)  # an RLED default means ±10 ms windows at 25 frames/s
+    base_s = getattr(default, "stride_us", 40_000)
+    window_us = round(args.window_ms * 1000) if args.window_ms is not None else base_w
+    stride_us = round(args.stride_ms * 1000) if args.stride_ms is not None else (
+        window_us if base_w == base_s else base_s)
     if window_us <= 0 or stride_us <= 0:
         raise LivenightError(f"--window-ms and --stride-ms must be positive (got {args.window_ms}, {args.stride_ms})")
     return TimeWindows(window_us, stride_us)
 
 
-def _model_path(args) -> str | None:
-    """--model, else the bundled ner-tiny (unless the classical filter was asked for)."""
-    if args.model or args.engine == "complementary":
-        return args.model
-    from livenight.engines import bundled_model
-
-    path = bundled_model()
-    return str(path) if path else None
-
-
-def _engine_kind(args) -> str:
-    model = _model_path(args)
-    if args.engine != "auto":
-        if args.engine != "complementary" and not model:
-            raise LivenightError(f"--engine {args.engine} needs --model FILE")
-        return args.engine
-    return "model" if model else "complementary"
-
-
-def _engine(args, sensor_size):
-    kind = _engine_kind(args)
-    if kind != "complementary":
-        from livenight.engines import engine_class
-        from livenight.errors import SourceNotFoundError
-
-        model = _model_path(args)
-        if not Path(model).exists():
-            raise SourceNotFoundError(f"{model}: no such model file")
-        if kind == "onnxruntime" and Path(model).suffix.lower() in (".pth", ".pt", ".tar"):
-            from livenight.engines.export import cached_onnx
-
-            model = str(cached_onnx(model, sensor_size, say=lambda m: print(m, file=sys.stderr)))
-        cls = engine_class(model, None if kind == "model" else kind)
-        if cls.__name__ == "TorchEngine":
-            from livenight.engines import checkpoint_engine
-
-            return checkpoint_engine(model, sensor_size, device=args.device, dtype=args.dtype,
-                                     exact_letc=args.exact_letc, crop=args.crop)
-        if cls.__name__ == "TensorRTEngine":
-            return cls(model, sensor_size, device=args.device if args.device != "cpu" else "cuda", crop=args.crop)
-        return cls(model, sensor_size, crop=args.crop)
-    from livenight.engines.complementary import ComplementaryFilterEngine
-
-    return ComplementaryFilterEngine(sensor_size, cutoff_hz=args.cutoff_hz, contrast_on=args.contrast,
-                                     contrast_off=args.contrast, log_range=args.log_range)
-
-
-def _describe_policy(policy) -> str:
-    from .windowing import CountWindows, TimeWindows
-
-    if isinstance(policy, TimeWindows):
-        return f"{policy.window_us / 1000:g} ms windows every {policy.stride_us / 1000:g} ms"
-    if isinstance(policy, CountWindows):
-        return f"{policy.count} events per window"
-    return "RLED event_indices windows"
-
-
-def _max_gap_us(args, policy) -> int:
-    from .windowing import RledWindows
-
-    if args.max_gap_ms is not None:
-        return round(args.max_gap_ms * 1000)
-    return 2**62 if isinstance(policy, RledWindows) else 1_000_000
+def _max_gap_us(args) -> int | None:
+    return None if args.max_gap_ms is None else round(args.max_gap_ms * 1000)
 
 
 def run_pipeline_command(args) -> int:
@@ -234,10 +199,12 @@ def run_pipeline_command(args) -> int:
     if speed < 0:
         raise LivenightError(f"--speed must be >= 0 (0 = as fast as possible; got {speed:g})")
     options = {"ts_unit": args.ts_unit} if Path(uri).suffix.lower() in (".h5", ".hdf5") else {}
-    with open_source(uri, **options) as source:
+    with open_source(uri, **options) as source, _engine(args, source.sensor_size) as engine:
         live = bool(getattr(source, "is_live", False))
         stream = source if live or speed == 0 else paced(source, speed)
-        policy = _policy(args, source)
+        policy = _policy(args, source, engine)
+        _say(f"livenight: {engine.info.name} ({engine.info.backend} {engine.info.device} {engine.info.dtype}), "
+             f"{policy.describe()}")
         sinks = [PngSink(args.out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if args.out else []
         if args.save_gt and getattr(source, "frames", None) is None:
             print(f"livenight: {uri} has no reference frames; --save-gt writes nothing", file=sys.stderr)
@@ -251,28 +218,27 @@ def run_pipeline_command(args) -> int:
                               display=DisplayMapper(args.display, gamma=args.gamma),
                               timing="stream" if live else "index", threaded=live)
             sinks.append(video)
-        with _engine(args, source.sensor_size) as engine:
-            pipe = Pipeline(stream, source.sensor_size, engine, policy, sinks, live=live or speed > 0,
-                            reference=getattr(source, "frames", None), max_frames=args.max_frames,
-                            max_gap_us=_max_gap_us(args, policy))
-            if video is not None and args.overlay:
-                from .viewer.health import PipelineStatus
+        pipe = Pipeline(stream, source.sensor_size, engine, policy, sinks, live=live or speed > 0,
+                        reference=getattr(source, "frames", None), max_frames=args.max_frames,
+                        max_gap_us=_max_gap_us(args))
+        if video is not None and args.overlay:
+            from .viewer.health import PipelineStatus
 
-                video.status = PipelineStatus(pipe)
-            if gui:
-                from .viewer.app import run_viewer
-                from .viewer.display import DisplayMapper
+            video.status = PipelineStatus(pipe)
+        if gui:
+            from .viewer.app import run_viewer
+            from .viewer.display import DisplayMapper
 
-                stats = run_viewer(pipe, check=False, display=DisplayMapper(args.display, gamma=args.gamma),
-                                   record_path=args.video, record_on_start=bool(args.video),
-                                   record_overlay=args.overlay, screenshot_dir=args.out or ".")
-            else:
-                total = _expected_frames(pipe, source, args.max_frames)
-                with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
-                    stats = pipe.run(progress=bar)
+            stats = run_viewer(pipe, check=False, display=DisplayMapper(args.display, gamma=args.gamma),
+                               record_path=args.video, record_on_start=bool(args.video),
+                               record_overlay=args.overlay, screenshot_dir=args.out or ".")
+        else:
+            total = _expected_frames(pipe, source, args.max_frames)
+            with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
+                stats = pipe.run(progress=bar)
     print(f"livenight: {engine.info.name}: {stats.summary()}")
     if stats.frames == 0 and stats.events_in:
-        print(f"livenight: no window completed ({_describe_policy(policy)}); try a shorter --window-ms or "
+        print(f"livenight: no window completed ({policy.describe()}); try a shorter --window-ms or "
               "--windows count", file=sys.stderr)
     if args.out:
         print(f"livenight: frames written to {Path(args.out).resolve()}")
@@ -450,7 +416,7 @@ def run_eval(args) -> int:
     from .eval import FrameScorer, SequenceScores, lpips_available, write_csv
     from .pipeline import Pipeline
 
-    args.crop = True  # metrics compare at the sensor size
+    args.keep_padding = False  # metrics compare at the sensor size
     args.replay, args.camera = args.files[0], None
     scorer = FrameScorer()
     ok, why = lpips_available()
@@ -463,16 +429,16 @@ def run_eval(args) -> int:
             if getattr(source, "frames", None) is None:
                 raise LivenightError(f"{path}: no reference frames to evaluate against")
             scores = SequenceScores(Path(path).name)
-            policy = _policy(args, source)
 
             def on_frame(frame, scores=scores):
                 if frame.reference is not None:
                     scorer.score(frame.image, frame.reference, scores)
 
             with _engine(args, source.sensor_size) as engine:
+                policy = _policy(args, source, engine)
                 stats = Pipeline(source, source.sensor_size, engine, policy, [], live=False,
                                  reference=source.frames, max_frames=args.max_frames,
-                                 max_gap_us=_max_gap_us(args, policy), on_frame=on_frame).run()
+                                 max_gap_us=_max_gap_us(args), on_frame=on_frame).run()
             scores.fps = stats.frames / stats.wall_s if stats.wall_s else 0.0
             rows.append(scores)
             print(f"{scores.name}: {scores.frames} frames  MSE {scores.mean('mse'):.5f}  SSIM {scores.mean('ssim'):.4f}"

@@ -40,3 +40,7 @@ class ShapeError(LivenightError, ValueError):
 
 class EngineMismatchError(LivenightError, ValueError):
     """An engine or model file does not match the source or its own description."""
+
+
+class UnknownEngineError(LivenightError, ValueError):
+    """A backend, model family or model file type that livenight does not know."""

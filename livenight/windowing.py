@@ -6,26 +6,39 @@ Why it is like this:
   ``[origin + k·stride_us, origin + k·stride_us + window_us)``. Nothing is accumulated, so a recording of hours
   has no drift, and a skipped window does not shift later ones.
 * Three policies, one per way models are trained: fixed time, fixed event count, and the RLED protocol (image i
-  gets events ``event_indices[i,0]:event_indices[i,1]``, ±10 ms around its exposure midpoint). Policies are
-  frozen configuration; the :class:`Windower` is the one stateful object.
+  gets events ``event_indices[i,0]:event_indices[i,1]``, ±10 ms around its exposure midpoint). A policy is frozen
+  configuration that carries its own behaviour (bounds of window k, the newest complete window, a description, a
+  rescaled copy, which reference frame belongs to a window); the :class:`Windower` is the one stateful object
+  and never asks which policy it has. A new policy is one class here.
 * The windower reads from the :class:`~livenight.ring.EventRing`: time windows by bisection on the ring's
   timestamps, count and RLED windows by global event index. A window is complete once the producer has covered
   its end (``ring.t_end_us`` for time, ``ring.head`` for indices).
-* Offline (``live=False``) every window is produced in order. Live, when downstream is slower than real time,
-  the windower jumps to the newest complete window and counts the ones it skipped, instead of queueing: the
-  picture stays current and latency bounded.
+* Windows are produced lazily (:meth:`Windower.windows` is a generator), so a consumer that stops after ``max_frames`` stops the
+  windower too. Offline every window is produced in order. Live, when downstream is slower than real time, the
+  windower jumps to the newest complete window and counts the ones it skipped, instead of queueing.
 * A gap in the events longer than ``max_gap_us``, or a change of sensor size, marks the next window
-  ``reset=True``: the recurrent state must start again (it would otherwise carry a scene that is gone).
+  ``reset=True``: the recurrent state must start again. A time jump (a corrupt timestamp, a paused camera) is a
+  gap too: the windower jumps over the empty windows to the one holding the next event instead of enumerating
+  every window in between (an hour-long jump would otherwise be 90,000 empty frames).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 
 from .ring import EventRing
+
+#: limits of the +/− rescaling (viewer keys)
+MIN_WINDOW_US, MAX_WINDOW_US = 1_000, 4_000_000
+MIN_WINDOW_EVENTS, MAX_WINDOW_EVENTS = 1_000, 20_000_000
+
+
+def _last_before(ref_t_us: np.ndarray, t_us: int) -> int | None:
+    i = int(np.searchsorted(ref_t_us, t_us, side="right")) - 1  # the last frame exposed before t_us
+    return i if i >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,9 @@ class TimeWindows:
     stride_us: int = 40_000
     origin_us: int | None = None
 
+    #: an event gap longer than this resets the state (µs)
+    default_max_gap_us = 1_000_000
+
     def __post_init__(self) -> None:
         if self.window_us <= 0 or self.stride_us <= 0:
             raise ValueError(f"window_us and stride_us must be positive (got {self.window_us}, {self.stride_us})")
@@ -43,6 +59,69 @@ class TimeWindows:
     def bounds(self, k: int, origin_us: int) -> tuple[int, int]:
         t0 = origin_us + k * self.stride_us
         return t0, t0 + self.window_us
+
+    def describe(self) -> str:
+        if self.window_us == self.stride_us:
+            return f"contiguous {self.window_us / 1000:g} ms windows ({1e6 / self.stride_us:g} frames/s)"
+        return f"{self.window_us / 1000:g} ms windows every {self.stride_us / 1000:g} ms"
+
+    def to_json(self) -> dict:
+        return {"kind": "time", "window_us": self.window_us, "stride_us": self.stride_us}
+
+    # --- used by the Windower
+    def start(self, windower: "Windower") -> None:
+        windower.origin_us = self.origin_us
+
+    def last_complete(self, w: "Windower") -> int:
+        ring = w.ring
+        if ring.t_end_us is None:
+            return -1
+        if w.origin_us is None:
+            if ring.head == 0:
+                return -1
+            w.origin_us = ring.first_t_us  # the first event seen
+        return (ring.t_end_us - w.origin_us - self.window_us) // self.stride_us
+
+    def read(self, w: "Windower", k: int):
+        t0, t1 = self.bounds(k, w.origin_us)
+        events, i0, i1 = w.ring.read_time(t0, t1)
+        w.ring.release_time(self.bounds(k + 1, w.origin_us)[0])
+        return events, t0, t1, i0, i1, i0
+
+    def jump_over_gap(self, w: "Windower", k: int) -> int:
+        """The first window to produce at or after ``k``: past an empty stretch longer than the gap limit, the
+        window holding the next event (so a time jump costs one reset, not millions of empty windows)."""
+        t0, _ = self.bounds(k, w.origin_us)
+        i = w.ring.index_at_time(t0)
+        if i >= w.ring.head:  # nothing stored yet past t0: the covered end of the stream is the next time seen
+            t_next = w.ring.t_end_us
+            if t_next is None or t_next - t0 <= w.max_gap_us:
+                return k
+            return max(k, (t_next - w.origin_us - self.window_us) // self.stride_us)
+        t_next = int(w.ring.read_index(i, i + 1)["t"][0])
+        if t_next - t0 <= w.max_gap_us:
+            return k
+        return max(k, (t_next - w.origin_us - self.window_us) // self.stride_us + 1)
+
+    def expected(self, w: "Windower", t_end_us: int | None, num_events: int | None) -> int | None:
+        if t_end_us is None or w.origin_us is None:
+            return None
+        return max(0, (t_end_us - w.origin_us - self.window_us) // self.stride_us + 1)
+
+    def rescaled(self, factor: float, w: "Windower") -> tuple["TimeWindows", str]:
+        new_len = int(min(MAX_WINDOW_US, max(MIN_WINDOW_US, round(self.window_us * factor))))
+        if new_len == self.window_us:
+            return self, f"window stays {self.window_us / 1000:g} ms (limit)"
+        stride = max(1, round(self.stride_us * new_len / self.window_us))
+        origin = None if w.origin_us is None else w.origin_us + w.next_k * self.stride_us
+        w.origin_us, w.next_k = origin, 0  # the new policy starts where the next window would have started
+        return TimeWindows(new_len, stride, origin_us=origin), f"window {new_len / 1000:g} ms"
+
+    def reference_index(self, window: "Window", ref_t_us: np.ndarray) -> int | None:
+        return _last_before(ref_t_us, window.t1_us)
+
+    def partial_ok(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -52,6 +131,8 @@ class CountWindows:
     count: int = 50_000
     stride: int | None = None
 
+    default_max_gap_us = 1_000_000
+
     def __post_init__(self) -> None:
         if self.count <= 0 or (self.stride is not None and self.stride <= 0):
             raise ValueError(f"count and stride must be positive (got {self.count}, {self.stride})")
@@ -60,16 +141,62 @@ class CountWindows:
     def step(self) -> int:
         return self.stride or self.count
 
+    def describe(self) -> str:
+        every = "" if self.stride is None else f" every {self.stride} events"
+        return f"{self.count} events per window{every}"
+
+    def to_json(self) -> dict:
+        return {"kind": "count", "count": self.count, "stride": self.stride}
+
+    def start(self, windower: "Windower") -> None:
+        pass
+
+    def last_complete(self, w: "Windower") -> int:
+        return (w.ring.head - self.count) // self.step
+
+    def read(self, w: "Windower", k: int):
+        i0 = k * self.step
+        i1 = i0 + self.count
+        events = w.ring.read_index(i0, i1)
+        t0 = int(events["t"][0]) if events.size else 0
+        t1 = int(events["t"][-1]) + 1 if events.size else t0
+        return events, t0, t1, i0, i1, (k + 1) * self.step
+
+    def jump_over_gap(self, w: "Windower", k: int) -> int:
+        return k  # every count window holds events: nothing to jump over
+
+    def expected(self, w: "Windower", t_end_us: int | None, num_events: int | None) -> int | None:
+        return None if num_events is None else max(0, (num_events - self.count) // self.step + 1)
+
+    def rescaled(self, factor: float, w: "Windower") -> tuple["CountWindows", str]:
+        new_count = int(min(MAX_WINDOW_EVENTS, max(MIN_WINDOW_EVENTS, round(self.count * factor))))
+        if new_count == self.count:
+            return self, f"window stays {self.count} events (limit)"
+        start = w.next_k * self.step
+        stride = None if self.stride is None else max(1, round(self.stride * new_count / self.count))
+        new = CountWindows(new_count, stride)
+        w.next_k = -(-start // new.step)
+        return new, f"window {new_count} events"
+
+    def reference_index(self, window: "Window", ref_t_us: np.ndarray) -> int | None:
+        return _last_before(ref_t_us, window.t1_us)
+
+    def partial_ok(self) -> bool:
+        return False
+
 
 @dataclass(frozen=True)
 class RledWindows:
     """The RLED / NER-Net protocol: window i is events ``[indices[i,0], indices[i,1])``.
 
-    ``skip_last`` reproduces the official inference, which never reconstructs the last image.
+    ``skip_last`` reproduces the official inference, which never reconstructs the last image. The state is reset
+    only per file, as the official inference does (no gap resets).
     """
 
     event_indices: np.ndarray
     skip_last: bool = True
+
+    default_max_gap_us = 2**62
 
     def __post_init__(self) -> None:
         idx = np.asarray(self.event_indices)
@@ -83,8 +210,63 @@ class RledWindows:
     def __hash__(self) -> int:  # arrays are unhashable; identity is enough for a config object
         return id(self)
 
+    def describe(self) -> str:
+        return "RLED event_indices windows (±10 ms around each reference image)"
+
+    def to_json(self) -> dict:
+        return {"kind": "rled"}
+
+    def start(self, windower: "Windower") -> None:
+        windower._idx = np.asarray(self.event_indices, dtype=np.int64)
+
+    def last_complete(self, w: "Windower") -> int:
+        n = len(self)
+        if not n:
+            return -1
+        last = int(np.searchsorted(w._idx[:n, 1], w.ring.head, side="right")) - 1
+        return min(last, n - 1)
+
+    def read(self, w: "Windower", k: int):
+        i0, i1 = (int(v) for v in w._idx[k])
+        events = w.ring.read_index(i0, i1)
+        t0 = int(events["t"][0]) if events.size else 0
+        t1 = int(events["t"][-1]) + 1 if events.size else t0
+        next_start = int(w._idx[k + 1, 0]) if k + 1 < w._idx.shape[0] else i1
+        return events, t0, t1, i0, i1, next_start
+
+    def jump_over_gap(self, w: "Windower", k: int) -> int:
+        return k
+
+    def expected(self, w: "Windower", t_end_us: int | None, num_events: int | None) -> int | None:
+        return len(self)
+
+    def rescaled(self, factor: float, w: "Windower") -> tuple["RledWindows", str]:
+        return self, "RLED windows come from the file; +/− does not change them"
+
+    def reference_index(self, window: "Window", ref_t_us: np.ndarray) -> int | None:
+        return window.index if window.index < len(ref_t_us) else None
+
+    def partial_ok(self) -> bool:
+        return False
+
 
 WindowPolicy = Union[TimeWindows, CountWindows, RledWindows]
+
+
+def windows_from_meta(meta: dict | None) -> WindowPolicy | None:
+    """The window policy a model's metadata names (``meta["windows"]`` in ``to_json`` form), or None."""
+    spec = (meta or {}).get("windows")
+    return policy_from_json(spec) if isinstance(spec, dict) else None
+
+
+def policy_from_json(d: dict) -> WindowPolicy:
+    """A time or count policy from its ``to_json`` form (bundled models' metadata, configs)."""
+    kind = d.get("kind")
+    if kind == "time":
+        return TimeWindows(int(d["window_us"]), int(d.get("stride_us", d["window_us"])))
+    if kind == "count":
+        return CountWindows(int(d["count"]), None if d.get("stride") is None else int(d["stride"]))
+    raise ValueError(f"window policy kind must be 'time' or 'count' (got {kind!r} in {d!r})")
 
 
 @dataclass(frozen=True)
@@ -108,25 +290,25 @@ class Windower:
         policy: :class:`TimeWindows`, :class:`CountWindows` or :class:`RledWindows`.
         ring: the ring the source writes into.
         live: skip to the newest complete window (counting skips) instead of producing every window.
-        max_gap_us: an event gap longer than this asks for a state reset.
+        max_gap_us: an event gap longer than this asks for a state reset (None: the policy's default).
     """
 
     def __init__(self, policy: WindowPolicy, ring: EventRing, live: bool = False,
-                 max_gap_us: int = 1_000_000) -> None:
+                 max_gap_us: int | None = None) -> None:
         self.policy = policy
         self.ring = ring
         self.live = live
-        self.max_gap_us = int(max_gap_us)
+        self.max_gap_us = int(policy.default_max_gap_us if max_gap_us is None else max_gap_us)
         self.next_k = 0
         self.skipped_windows = 0
-        self.origin_us: int | None = policy.origin_us if isinstance(policy, TimeWindows) else None
+        self.gap_jumps = 0  # time jumps beyond the gap limit that were jumped over
+        self.origin_us: int | None = None
         self._last_event_t: int | None = None
         self._reset_pending = True
         self._reset_requests = 0  # incremented by other threads (request_reset)
         self._reset_seen = 0
         self._sensor_size: tuple[int, int] | None = None
-        if isinstance(policy, RledWindows):
-            self._idx = np.asarray(policy.event_indices, dtype=np.int64)
+        policy.start(self)
 
     def notice_sensor_size(self, sensor_size: tuple[int, int] | None) -> None:
         """Call with every packet's sensor size: a change marks the next window for a reset."""
@@ -140,45 +322,16 @@ class Windower:
         """Ask for a state reset at the next window; safe to call from any thread (a counter, never cleared)."""
         self._reset_requests += 1
 
-    # ------------------------------------------------------------------ completion
-    def _last_complete(self) -> int:
-        """Largest window number whose events are all in the ring (−1 when none)."""
-        p, ring = self.policy, self.ring
-        if isinstance(p, TimeWindows):
-            if ring.t_end_us is None:
-                return -1
-            if self.origin_us is None:
-                if ring.head == 0:
-                    return -1
-                self.origin_us = ring.first_t_us  # the first event seen
-            return (ring.t_end_us - self.origin_us - p.window_us) // p.stride_us
-        if isinstance(p, CountWindows):
-            return (ring.head - p.count) // p.step
-        n = len(p)
-        ends = self._idx[:n, 1]
-        return int(np.searchsorted(ends, ring.head, side="right")) - 1 if n else -1
+    def rescale(self, factor: float) -> str:
+        """Scale the window length by ``factor`` from the next window on (viewer +/−); returns a message.
+        Must run on the thread that polls (the reconstruction thread)."""
+        self.policy, message = self.policy.rescaled(factor, self)
+        return message
 
+    # ------------------------------------------------------------------ producing
     def _window(self, k: int, skipped: int) -> Window:
-        p, ring = self.policy, self.ring
-        if isinstance(p, TimeWindows):
-            t0, t1 = p.bounds(k, self.origin_us)
-            events, i0, i1 = ring.read_time(t0, t1)
-            ring.release_time(p.bounds(k + 1, self.origin_us)[0])
-            next_start = i0
-        elif isinstance(p, CountWindows):
-            i0 = k * p.step
-            i1 = i0 + p.count
-            events = ring.read_index(i0, i1)
-            t0 = int(events["t"][0]) if events.size else 0
-            t1 = int(events["t"][-1]) + 1 if events.size else t0
-            next_start = (k + 1) * p.step
-        else:
-            i0, i1 = (int(v) for v in self._idx[k])
-            events = ring.read_index(i0, i1)
-            t0 = int(events["t"][0]) if events.size else 0
-            t1 = int(events["t"][-1]) + 1 if events.size else t0
-            next_start = int(self._idx[k + 1, 0]) if k + 1 < self._idx.shape[0] else i1
-        ring.release(next_start)  # nothing before the next window's start is needed again
+        events, t0, t1, i0, i1, next_start = self.policy.read(self, k)
+        self.ring.release(next_start)  # nothing before the next window's start is needed again
         requests = self._reset_requests
         reset = self._reset_pending or requests != self._reset_seen
         self._reset_seen = requests
@@ -193,27 +346,37 @@ class Windower:
         self._reset_pending = False
         return Window(k, t0, t1, events, reset, skipped, i0, i1)
 
-    # ------------------------------------------------------------------ public
     def poll(self) -> list[Window]:
-        """Windows that became complete since the last call (live: at most the newest one)."""
-        last = self._last_complete()
-        if isinstance(self.policy, RledWindows):
-            last = min(last, len(self.policy) - 1)
+        """Windows that became complete since the last call, as a list (see :meth:`windows`)."""
+        return list(self.windows())
+
+    def windows(self) -> Iterator[Window]:
+        """Windows that became complete since the last call, lazily: a consumer that stops early (``max_frames``)
+        leaves the rest unbuilt (live: at most the newest one)."""
+        last = self.policy.last_complete(self)
         if last < self.next_k:
-            return []
+            return
         if self.live:
             skipped = last - self.next_k
             self.skipped_windows += skipped
             self.next_k = last + 1
-            return [self._window(last, skipped)]
-        out = [self._window(k, 0) for k in range(self.next_k, last + 1)]
-        self.next_k = last + 1
-        return out
+            yield self._window(last, skipped)
+            return
+        while self.next_k <= last:
+            k = self.policy.jump_over_gap(self, self.next_k)
+            if k != self.next_k:
+                self.gap_jumps += 1
+                self._reset_pending = True
+                self.next_k = k
+                if k > last:
+                    return
+            self.next_k = k + 1
+            yield self._window(k, 0)
 
     def partial_window(self) -> Window | None:
         """At the end of a finite stream too short for one complete time window: the first window, partial (so a
         short recording still gives a frame). None for other policies or when windows were already produced."""
-        if not isinstance(self.policy, TimeWindows) or self.next_k > 0 or self.ring.head == 0:
+        if not self.policy.partial_ok() or self.next_k > 0 or self.ring.head == 0:
             return None
         if self.origin_us is None:
             self.origin_us = self.ring.first_t_us
@@ -222,11 +385,4 @@ class Windower:
 
     def expected_windows(self, t_end_us: int | None = None, num_events: int | None = None) -> int | None:
         """How many windows a finite stream ending at ``t_end_us`` / with ``num_events`` gives (for progress)."""
-        p = self.policy
-        if isinstance(p, RledWindows):
-            return len(p)
-        if isinstance(p, CountWindows) and num_events is not None:
-            return max(0, (num_events - p.count) // p.step + 1)
-        if isinstance(p, TimeWindows) and t_end_us is not None and self.origin_us is not None:
-            return max(0, (t_end_us - self.origin_us - p.window_us) // p.stride_us + 1)
-        return None
+        return self.policy.expected(self, t_end_us, num_events)

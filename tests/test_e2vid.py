@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from livenight.engines.e2vid_engine import E2VIDEngine, unsharp_kernel
+from livenight.engines.torch_engine import TorchEngine
+from livenight.families.e2vid import unsharp_kernel
 from livenight.errors import EngineMismatchError, ShapeError, SourceError
 from livenight.events import EVENT_DTYPE
 from livenight.events import make_events as pack_events
@@ -451,10 +452,11 @@ def test_engine_end_to_end_from_a_checkpoint(tmp_path, make_events, family):
     path = save(tmp_path / f"{family}.pth", build())
     stream = make_events(6000, sensor=SIZE, rate_ev_per_s=2e5, seed=10)
     windows = [_window(stream[i:i + 1500], index=k) for k, i in enumerate(range(0, 6000, 1500))]
-    with E2VIDEngine(path, SIZE) as eng:
-        assert eng.family == family and eng.info.sensor_size == SIZE and eng.info.input_kind == "events"
-        assert eng.normalize == (family in ("E2VID", "FireNet"))
-        assert eng.unsharp_amount == (0.3 if family in ("E2VID", "FireNet") else 0.0)
+    with TorchEngine(path, SIZE) as eng:  # the family comes from the checkpoint's content
+        assert eng.family.name == "e2vid" and eng.family.variant(eng.model) == family
+        assert eng.info.sensor_size == SIZE and eng.info.input_kind == "events"
+        assert eng.representation.normalize == (family in ("E2VID", "FireNet"))
+        assert eng.post.unsharp_amount == (0.3 if family in ("E2VID", "FireNet") else 0.0)
         frames = []
         for w in windows:
             f = eng.step(w)
@@ -495,42 +497,42 @@ def test_engine_matches_a_manual_pipeline_for_each_postprocessing(make_events):
         return outs
 
     for post in ("official", "evreal", "clip"):
-        with E2VIDEngine(net, SIZE, postprocess=post) as eng:
-            assert eng.rescale == ("robust" if post == "evreal" else "fixed")
+        with TorchEngine(net, SIZE, postprocess=post) as eng:
+            assert eng.post.rescale == ("robust" if post == "evreal" else "fixed")
             for w, want in zip(windows, manual(post)):
                 np.testing.assert_allclose(eng.step(w), want, atol=1e-5)
-    with E2VIDEngine(net, SIZE, rescale="auto_hdr", auto_hdr_median_size=2) as eng:
+    with TorchEngine(net, SIZE, rescale="auto_hdr", auto_hdr_median_size=2) as eng:
         for _ in range(5):
             f = eng.step(windows[0])
             assert 0 <= f.min() and f.max() <= 1
-        assert len(eng._bounds) == 3  # rpg_e2vid keeps up to N + 1 bounds
+        assert len(eng.post._bounds) == 3  # rpg_e2vid keeps up to N + 1 bounds
         eng.reset()
-        assert len(eng._bounds) == 0
-    with E2VIDEngine(net, SIZE, normalize=False, unsharp_amount=0.0) as eng:
-        assert not eng.normalize and eng.unsharp_amount == 0
+        assert len(eng.post._bounds) == 0
+    with TorchEngine(net, SIZE, normalize=False, unsharp_amount=0.0) as eng:
+        assert not eng.representation.normalize and eng.post.unsharp_amount == 0
 
 
 def test_engine_refuses_mismatches():
     with pytest.raises(EngineMismatchError, match="built for 20x13 but the source is 346x260"):
-        with E2VIDEngine(_e2vid(), (346, 260)):
+        with TorchEngine(_e2vid(), (346, 260)):
             pass
-    eng = E2VIDEngine(lambda: _e2vid(), SIZE)
+    eng = TorchEngine(lambda: _e2vid(), SIZE)
     with pytest.raises(RuntimeError, match="not open"):
         eng.step(_window(np.zeros(0, EVENT_DTYPE)))
     with pytest.raises(ValueError, match="postprocess must be"):
-        E2VIDEngine(_e2vid(), SIZE, postprocess="hdr")
+        TorchEngine(_e2vid(), SIZE, family="e2vid", postprocess="hdr")
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        E2VIDEngine(_e2vid(), SIZE, dtype="float16")
+        TorchEngine(_e2vid(), SIZE, dtype="float16")
     for bad in (42, NERNet(NERNetConfig(sensor_size=SIZE, base_channels=4))):
         with pytest.raises(TypeError, match="model must be"):
-            with E2VIDEngine(bad, SIZE):
+            with TorchEngine(bad, SIZE, family="e2vid"):
                 pass
     update = _e2vid(num_bins=10, upsample="bilinear", final_activation="none", pad_mode="zeros")
     update = E2VIDRecurrent(E2VIDConfig(**{**update.cfg.to_dict(), "family": "E2VID+", "sensor_size": SIZE}))
     with pytest.raises(EngineMismatchError, match="'update' model"):
-        with E2VIDEngine(update, SIZE):
+        with TorchEngine(update, SIZE):
             pass
-    with E2VIDEngine(lambda: _e2vid(), SIZE) as eng:
+    with TorchEngine(lambda: _e2vid(), SIZE) as eng:
         assert eng.info.name == "E2VID"
     assert pack_events([0], [0], [0], [1]).dtype == EVENT_DTYPE
 

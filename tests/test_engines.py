@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from livenight.engines import engine_class, open_engine
-from livenight.engines.export import export_onnx, read_sidecar
+from livenight.engines import backend_class, model_kind, open_engine
+from livenight.engines.export import export_onnx
+from livenight.engines.sidecar import read_sidecar
 from livenight.engines.ort_engine import OnnxRuntimeEngine
 from livenight.engines.torch_engine import TorchEngine
-from livenight.errors import EngineMismatchError, MissingDependencyError, SourceNotFoundError, UnknownSourceError
+from livenight.errors import EngineMismatchError, MissingDependencyError, SourceNotFoundError, UnknownEngineError
 from livenight.events import make_events
 from livenight.model.checkpoint import save_model
 from livenight.model.nernet import NERNet, NERNetConfig
@@ -46,11 +47,16 @@ def small(tmp_path_factory):
 def test_sidecar_describes_the_export(small):
     net, path = small
     meta = read_sidecar(path)
-    assert meta["sensor_size"] == [44, 30] and meta["padded_size"] == [48, 32] and meta["bins"] == 5
+    assert meta["sensor_size"] == [44, 30] and meta["padded_size"] == [48, 32]
     assert [s["name"] for s in meta["state"]] == ["h0", "h1", "h2", "c0", "c1", "c2", "m"]
     assert meta["state"][6]["shape"] == [1, 8, 32, 48] and meta["dtype"] == "float32"
-    assert meta["input"] == {"name": "grid", "shape": [1, 10, 30, 44]}
-    assert len(meta["letc"]["weights"]) == 4
+    assert meta["input"] == {"name": "input", "shape": [1, 10, 30, 44]}
+    fam = meta["family"]
+    assert fam["name"] == "nernet" and fam["config"]["base_channels"] == 8 and "sensor_size" not in fam["config"]
+    assert fam["representation"]["kind"] == "letc" and fam["representation"]["num_bins"] == 5
+    assert len(fam["representation"]["weights"]) == 4
+    # one self-contained file (weights folded in) whose hash the sidecar records
+    assert not list(path.parent.glob("*.data")) and len(meta["onnx"]["sha256"]) == 64
 
 
 def test_ort_matches_torch_over_20_recurrent_steps(small):
@@ -91,7 +97,7 @@ def test_crop_returns_the_sensor_size(small):
 
 def test_sidecar_mismatch_and_missing_sidecar(small, tmp_path):
     _, path = small
-    with pytest.raises(EngineMismatchError, match=r"expects 5 bins at 48x32 \(44x30 padded to /8\); the source is "
+    with pytest.raises(EngineMismatchError, match=r"expects 10 input channels at 48x32 \(44x30 padded\); the source is "
                                                   r"346x260\. Rebuild with 'livenight export MODEL --onnx small.onnx "
                                                   r"--size 346x260'"):
         OnnxRuntimeEngine(path, (346, 260))
@@ -117,18 +123,25 @@ def test_full_nernet_exports_and_matches(tmp_path):
 
 
 def test_engine_table_by_suffix_and_errors(tmp_path, small):
-    assert engine_class("m.pth").__name__ == "TorchEngine"
-    assert engine_class("m.onnx").__name__ == "OnnxRuntimeEngine"
-    assert engine_class("m.engine").__name__ == "TensorRTEngine"
-    assert engine_class("m.onnx", kind="torch").__name__ == "TorchEngine"
-    with pytest.raises(UnknownSourceError, match=r"unknown model file type 'm\.xyz' \(known: \.engine, \.onnx"):
-        engine_class("m.xyz")
+    assert [model_kind(f"m.{s}") for s in ("pth", "pt", "pth.tar", "onnx", "engine", "plan")] == \
+        ["checkpoint"] * 3 + ["onnxruntime"] + ["tensorrt"] * 2
+    assert backend_class("torch").__name__ == "TorchEngine"
+    assert backend_class("onnxruntime").__name__ == "OnnxRuntimeEngine"
+    assert backend_class("complementary").__name__ == "ComplementaryFilterEngine"
+    with pytest.raises(UnknownEngineError, match=r"unknown model file type 'm\.xyz' \(known: \.engine, \.onnx"):
+        model_kind("m.xyz")
+    with pytest.raises(UnknownEngineError, match=r"unknown engine 'tpu'"):
+        open_engine(None, SIZE, backend="tpu")
     with pytest.raises(SourceNotFoundError):
         open_engine(tmp_path / "nope.onnx", SIZE)
-    net, _ = small
+    net, path = small
+    with pytest.raises(UnknownEngineError, match="is a onnxruntime file; it cannot run with --engine torch"):
+        open_engine(path, SIZE, backend="torch")
     save_model(net, tmp_path / "m.pth")
-    with open_engine(tmp_path / "m.pth", SIZE) as eng:
+    with open_engine(tmp_path / "m.pth", SIZE) as eng:  # NER-Net keeps the official padding unless cropped
         assert eng.info.backend == "torch" and eng.info.sensor_size == (48, 32)
+    with open_engine(tmp_path / "m.pth", SIZE, crop=True) as eng:
+        assert eng.info.sensor_size == (44, 30) and eng.family.name == "nernet"
 
 
 def test_missing_onnxruntime_names_the_extra(small, monkeypatch):

@@ -409,7 +409,15 @@ def test_a_long_gap_resets_the_next_window_only(gap_us, max_gap_us, reset_after_
     w = Windower(TimeWindows(10_000, 10_000, origin_us=0), ring, **kw)
     wins = _feed(w, ref, _packets(len(ref), 300, seed=gap_us))
     k_after = (99_900 + gap_us) // 10_000  # the window holding the first event after the gap
-    assert wins[k_after].events["t"][0] == 99_900 + gap_us
+    by_index = {win.index: win for win in wins}
+    assert by_index[k_after].events["t"][0] == 99_900 + gap_us
+    # an empty stretch longer than the gap limit is jumped over (one reset), not produced window by window
+    jumped = k_after > 10 and (99_900 + gap_us) - 100_000 > w.max_gap_us  # empty from window 10 to the next event
+    produced = sorted(by_index)
+    if jumped:
+        assert produced == list(range(10)) + list(range(k_after, produced[-1] + 1)) and w.gap_jumps == 1
+    else:
+        assert produced == list(range(produced[-1] + 1)) and w.gap_jumps == 0
     expected = {0, k_after} if reset_after_gap else {0}
     assert {win.index for win in wins if win.reset} == expected
     assert wins[0].reset is True  # the first window always starts from scratch

@@ -17,7 +17,7 @@ Why it is like this (threads):
 * **Commands that touch the pipeline run on the reconstruction thread.** The keys R and +/− only append to a
   locked command list; ``on_frame`` applies them before returning (R: ``windower.request_reset()``, so the
   *next* window carries ``reset=True`` and ``EngineBase.step`` zeroes the state, counted in
-  ``stats.resets``; +/−: a new :class:`~livenight.windowing.TimeWindows` (or ``CountWindows``) policy starting
+  ``stats.resets``; +/−: ``windower.rescale(2 or 0.5)``, the policy's rescaled copy starting
   where the next window would have started). Only that thread ever touches the windower or the engine, so no
   lock is needed. RLED windows come from the file and do not change.
 * **Pause** (space) freezes the display only: capture and reconstruction keep running (the recurrent state
@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Callable
 
 from livenight._optional import require
-from livenight.windowing import CountWindows, RledWindows, TimeWindows
 
 from .display import DisplayMapper, event_rgb
 from .health import Health, LatencyWindow, RateMeter, engine_labels, window_label
@@ -56,8 +55,6 @@ from PyQt5 import QtCore, QtWidgets  # noqa: E402  (after the install-hint check
 from .window import ViewerWindow  # noqa: E402
 
 #: +/− limits
-MIN_WINDOW_US, MAX_WINDOW_US = 1_000, 4_000_000
-MIN_WINDOW_EVENTS, MAX_WINDOW_EVENTS = 1_000, 20_000_000
 GAMMAS = (1.0, 1.5, 2.2)
 
 
@@ -77,36 +74,10 @@ def _free_path(path: Path) -> Path:
 
 
 def change_window(windower, longer: bool) -> str:
-    """Double or halve the windower's window, starting where its next window would start; returns a message.
-
-    Must run on the thread that polls ``windower`` (the reconstruction thread). Time windows keep their
-    stride / length ratio; count windows their stride / count ratio.
-    """
-    p = windower.policy
-    factor = 2.0 if longer else 0.5
-    if isinstance(p, TimeWindows):
-        new_len = int(min(MAX_WINDOW_US, max(MIN_WINDOW_US, round(p.window_us * factor))))
-        if new_len == p.window_us:
-            return f"window stays {p.window_us / 1000:g} ms (limit)"
-        stride = max(1, round(p.stride_us * new_len / p.window_us))
-        origin = None if windower.origin_us is None else windower.origin_us + windower.next_k * p.stride_us
-        windower.policy = TimeWindows(new_len, stride, origin_us=origin)
-        windower.origin_us = origin
-        windower.next_k = 0
-        return f"window {new_len / 1000:g} ms"
-    if isinstance(p, CountWindows):
-        new_count = int(min(MAX_WINDOW_EVENTS, max(MIN_WINDOW_EVENTS, round(p.count * factor))))
-        if new_count == p.count:
-            return f"window stays {p.count} events (limit)"
-        start = windower.next_k * p.step
-        stride = None if p.stride is None else max(1, round(p.stride * new_count / p.count))
-        new = CountWindows(new_count, stride)
-        windower.policy = new
-        windower.next_k = -(-start // new.step)
-        return f"window {new_count} events"
-    if isinstance(p, RledWindows):
-        return "RLED windows come from the file; +/− does not change them"
-    return f"{type(p).__name__} windows cannot be changed"
+    """Double or halve the windower's window from its next window on; returns a message (the policy decides how:
+    time windows keep their stride / length ratio, count windows their stride / count ratio, RLED windows stay).
+    Must run on the thread that polls ``windower`` (the reconstruction thread)."""
+    return windower.rescale(2.0 if longer else 0.5)
 
 
 class LiveViewer(QtCore.QObject):
