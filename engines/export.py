@@ -86,7 +86,8 @@ def export_onnx(model, out_path: str | os.PathLike, fp16: bool = False, opset: i
 
     from livenight._optional import require
 
-    require("onnxscript", "ONNX export (pip install 'livenight[onnx]')")
+    require("onnxscript", "ONNX export")
+    require("onnx", "ONNX export")
     out_path = Path(out_path)
     dtype = torch.float16 if fp16 else torch.float32
     ref = copy.deepcopy(model).float().eval()  # export a copy: the caller's model keeps its precision

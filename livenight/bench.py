@@ -153,7 +153,7 @@ def _run_path(engine, windows, ring_capacity: int) -> dict:
 
     from PIL import Image
 
-    from .frames import to_uint8
+    from .render import to_uint8
     from .ring import EventRing
 
     ring = EventRing(ring_capacity)

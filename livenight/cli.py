@@ -203,15 +203,15 @@ def run_pipeline_command(args) -> int:
         live = bool(getattr(source, "is_live", False))
         stream = source if live or speed == 0 else paced(source, speed)
         policy = _policy(args, source, engine)
-        _say(f"livenight: {engine.info.name} ({engine.info.backend} {engine.info.device} {engine.info.dtype}), "
-             f"{policy.describe()}")
+        print(f"livenight: {engine.info.name} ({engine.info.backend} {engine.info.device} {engine.info.dtype}), "
+              f"{policy.describe()}")
         sinks = [PngSink(args.out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if args.out else []
         if args.save_gt and getattr(source, "frames", None) is None:
             print(f"livenight: {uri} has no reference frames; --save-gt writes nothing", file=sys.stderr)
         video = None
         if args.video and not gui:
             from .viewer.display import DisplayMapper
-            from .viewer.video import VideoSink
+            from .sinks.video import VideoSink
 
             stride_us = getattr(policy, "stride_us", 40_000)
             video = VideoSink(args.video, fps=1e6 / stride_us, overlay=args.overlay,
@@ -502,37 +502,57 @@ def _record_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _until(packets, seconds: float | None):
+    """The packets of the first ``seconds`` of events (all of them when None); the last one is cut."""
+    t_first = None
+    for pkt in packets:
+        ev = pkt.events
+        if seconds is None:
+            yield pkt
+            continue
+        if ev.size and t_first is None:
+            t_first = int(ev["t"][0])
+        if t_first is None:
+            yield pkt
+            continue
+        t_stop = t_first + round(seconds * 1e6)
+        if ev.size and int(ev["t"][-1]) >= t_stop:
+            from dataclasses import replace
+
+            yield replace(pkt, events=ev[ev["t"] < t_stop], t_end_us=min(pkt.t_end_us, t_stop))
+            return
+        yield pkt
+        if pkt.t_end_us >= t_stop:
+            return
+
+
 def run_record(args) -> int:
+    """The pipeline with no engine and an RLED sink: every event, and the source's reference images."""
     from tqdm import tqdm
 
     from livenight.drivers import open_source
-    from livenight.drivers.rled import RledWriter
+
+    from .pipeline import Pipeline
+    from .sinks import RledSink
+    from .windowing import TimeWindows
+
+    def counted(packets, bar):
+        for pkt in packets:
+            bar.update(len(pkt))
+            yield pkt
 
     uri = args.camera or args.replay
-    n = 0
-    with open_source(uri) as source, RledWriter(args.out, source.sensor_size) as writer:
-        t_first = None
+    with open_source(uri) as source:
+        live = bool(getattr(source, "is_live", False))
+        sink = RledSink(args.out, source.sensor_size, references=getattr(source, "frames", None))
         try:
             with tqdm(unit="ev", unit_scale=True, desc="recording", disable=None, leave=False) as bar:
-                for pkt in source:
-                    ev = pkt.events
-                    if ev.size and t_first is None:
-                        t_first = int(ev["t"][0])
-                    if args.seconds is not None and t_first is not None:
-                        ev = ev[ev["t"] < t_first + round(args.seconds * 1e6)]
-                    writer.add_events(ev)
-                    n += ev.size
-                    bar.update(ev.size)
-                    if args.seconds is not None and t_first is not None and pkt.t_end_us >= t_first + args.seconds * 1e6:
-                        break
+                Pipeline(counted(_until(source, args.seconds), bar), source.sensor_size, None, TimeWindows(),
+                         [sink], live=live).run()
         except KeyboardInterrupt:
-            print("livenight: interrupted; closing the recording", file=sys.stderr)
-        frames = getattr(source, "frames", None)
-        if frames is not None:
-            for i in range(len(frames)):
-                if args.seconds is None or t_first is None or frames.t_us[i] < t_first + args.seconds * 1e6:
-                    writer.add_image(frames[i], int(frames.t_us[i]))
-    print(f"livenight: wrote {args.out}: {n} events, {source.sensor_size[0]}x{source.sensor_size[1]}")
+            print("livenight: interrupted; the recording is closed and valid", file=sys.stderr)
+    print(f"livenight: wrote {args.out}: {sink.events_written} events, {sink.images_written} reference images, "
+          f"{source.sensor_size[0]}x{source.sensor_size[1]}")
     return 0
 
 
@@ -607,10 +627,12 @@ def run_prepare_command(args) -> int:
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="livenight export",
-        description="Export a NER-Net checkpoint for a fixed sensor size: to ONNX (state as named inputs/outputs, "
-                    "LETC's scatter kept outside) and/or a TensorRT engine built from it. A JSON sidecar is written "
-                    "next to every file; loading checks it against the source.")
-    p.add_argument("model", help="checkpoint (.pth/.pt)")
+        description="Export a checkpoint of any supported model family (NER-Net, E2VID, E2VID+, FireNet, FireNet+, "
+                    "livenight's own) for a fixed sensor size: to one self-contained ONNX file (state as named "
+                    "inputs/outputs; the input representation and post-processing stay outside, described in the "
+                    "sidecar) and/or a TensorRT engine built from it. A JSON sidecar is written next to every file; "
+                    "loading checks it against the source.")
+    p.add_argument("model", help="checkpoint (.pth/.pt/.pth.tar)")
     p.add_argument("--onnx", metavar="FILE", help="write the ONNX graph here")
     p.add_argument("--engine", metavar="FILE", help="also build a TensorRT engine here (needs a GPU and TensorRT; "
                                                      "implies --fp16)")
@@ -624,21 +646,27 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
+    from livenight import families
+    from livenight.engines import model_meta
     from livenight.engines.export import build_tensorrt, export_onnx
-    from livenight.model.checkpoint import load_model
+    from livenight.model.checkpoint import read_checkpoint
 
     if not args.onnx and not args.engine:
         raise LivenightError("nothing to do: give --onnx FILE and/or --engine FILE")
     fp16 = args.fp16 or bool(args.engine)
     onnx_path = args.onnx or (str(Path(args.engine).with_suffix(".onnx")))
-    model = load_model(args.model, args.size)
-    meta = export_onnx(model, onnx_path, fp16=fp16, source=args.model)
-    print(f"livenight: wrote {onnx_path} ({meta['dtype']}, input {meta['input']['shape']}, "
-          f"{len(meta['state'])} state tensors) and {onnx_path}.json")
+    ck = read_checkpoint(args.model)
+    family = families.detect(ck, args.model)
+    model = family.from_checkpoint(ck, args.size, args.model)
+    windows = (model_meta(args.model) or {}).get("windows")
+    meta = export_onnx(model, onnx_path, fp16=fp16, source=args.model, family=family, windows=windows)
+    print(f"livenight: {family.variant(model)} → ONNX ({meta['dtype']}, input {meta['input']['shape']}, "
+          f"{len(meta['state'])} state tensors); wrote {', '.join(meta['files'])}")
     if args.engine:
         meta = build_tensorrt(onnx_path, args.engine, workspace_mib=args.workspace_mib,
                               timing_cache=args.timing_cache)
-        print(f"livenight: wrote {args.engine} for {meta['tensorrt']['gpu']} (TensorRT {meta['tensorrt']['version']})")
+        print(f"livenight: wrote {args.engine} and {args.engine}.json for {meta['tensorrt']['gpu']} "
+              f"(TensorRT {meta['tensorrt']['version']})")
     return 0
 
 

@@ -20,15 +20,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .events import EventPacket
-from .frames import to_uint8
+from .render import to_uint8
 from .ring import EventRing
 from .sinks import Frame, FrameSink
-from .windowing import RledWindows, Window, Windower, WindowPolicy
+from .windowing import Window, Windower, WindowPolicy
 
 
 @dataclass
@@ -42,7 +42,9 @@ class PipelineStats:
     resets: int = 0
     wall_s: float = 0.0
     engine_s: float = 0.0
-    latency_s: deque = field(default_factory=lambda: deque(maxlen=100_000))  # bounded on long live runs
+    # live runs: host arrival of the last event of each frame's window -> frame handed to the sinks (seconds);
+    # bounded on long runs. Unpaced replays have no arrival clock to measure against: throughput only.
+    latency_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
     live: bool = False
 
     def latency_ms(self, q: float) -> float:
@@ -50,8 +52,8 @@ class PipelineStats:
 
     def summary(self) -> str:
         fps = self.frames / self.wall_s if self.wall_s > 0 else 0.0
-        latency = (f"latency p50 {self.latency_ms(50):.1f} ms p99 {self.latency_ms(99):.1f} ms, " if self.live
-                   else "")
+        latency = (f"latency p50 {self.latency_ms(50):.1f} ms p99 {self.latency_ms(99):.1f} ms "
+                   "(last event of the window -> frame out), " if self.live and self.latency_s else "")
         return (f"{self.frames} frames in {self.wall_s:.2f} s ({fps:.1f} frames/s), {self.events_in} events, "
                 f"engine {1e3 * self.engine_s / max(1, self.frames):.2f} ms/frame, {latency}"
                 f"skipped windows {self.skipped_windows}, dropped events {self.dropped_events}")
@@ -63,9 +65,9 @@ class Pipeline:
     Args:
         source: an iterable of :class:`EventPacket` (a driver, possibly wrapped by ``paced``).
         sensor_size: ``(width, height)``.
-        engine: an open engine (``step(window) -> float frame``).
+        engine: an open engine (``step(window) -> float frame``); None records only (packet sinks).
         policy: the window policy.
-        sinks: where frames go.
+        sinks: where frames go (sinks with ``write_packet`` also get every packet as it is ingested).
         live: producer thread + newest-window policy (cameras, paced replay).
         reference: optional reference frames (``t_us`` + indexing) to attach to each frame.
         max_frames: stop after this many frames.
@@ -74,13 +76,14 @@ class Pipeline:
 
     def __init__(self, source: Iterable[EventPacket], sensor_size: tuple[int, int], engine, policy: WindowPolicy,
                  sinks: Sequence[FrameSink] = (), live: bool = False, reference=None, max_frames: int | None = None,
-                 max_gap_us: int = 1_000_000, ring_capacity: int = 1 << 22,
+                 max_gap_us: int | None = None, ring_capacity: int = 1 << 22,
                  on_frame: Callable[[Frame], None] | None = None) -> None:
         self.source = source
         self.sensor_size = tuple(sensor_size)
         self.engine = engine
         self.policy = policy
         self.sinks = list(sinks)
+        self._packet_sinks = [s for s in self.sinks if hasattr(s, "write_packet")]
         self.live = live
         self.reference = reference
         self.max_frames = max_frames
@@ -89,7 +92,6 @@ class Pipeline:
         self.on_frame = on_frame
         self.stats = PipelineStats(live=live)
         self.stop_event = threading.Event()
-        self._last_host_time = 0.0
         self._producer_error: BaseException | None = None
         self._producer_done = threading.Event()
         self._new_data = threading.Event()
@@ -99,43 +101,62 @@ class Pipeline:
         ref = self.reference
         if ref is None or len(ref) == 0:
             return None
-        if isinstance(self.policy, RledWindows):
-            return ref[w.index] if w.index < len(ref) else None
-        i = int(np.searchsorted(ref.t_us, w.t1_us, side="right")) - 1  # the last frame exposed before t1
-        return ref[i] if i >= 0 else None
+        i = self.windower.policy.reference_index(w, ref.t_us)  # RLED: image i; else the last exposed before t1
+        return None if i is None or i >= len(ref) else ref[i]
 
-    def _process(self, w: Window) -> bool:
-        """Reconstruct one window; False once ``max_frames`` is reached."""
+    def _process(self, w: Window) -> Frame:
+        """Reconstruct one window and hand the frame to the sinks."""
         t = time.perf_counter()
         out = self.engine.step(w)
         self.stats.engine_s += time.perf_counter() - t
         self.stats.resets += int(w.reset)
         frame = Frame(number=self.stats.frames, image=to_uint8(out), window_index=w.index, t0_us=w.t0_us,
                       t1_us=w.t1_us, events=w.events, sensor_size=self.sensor_size,
-                      reference=self._reference_for(w), host_time_s=self._last_host_time)
+                      reference=self._reference_for(w), host_time_s=self._arrival_of(w))
+        if frame.host_time_s > 0:
+            self.stats.latency_s.append(time.monotonic() - frame.host_time_s)
         for sink in self.sinks:
             sink.write(frame)
         if self.on_frame is not None:
             self.on_frame(frame)
-        self.stats.latency_s.append(time.monotonic() - self._last_host_time)
         self.stats.frames += 1
-        return self.max_frames is None or self.stats.frames < self.max_frames
+        return frame
+
+    @property
+    def _more(self) -> bool:
+        """False once ``max_frames`` frames were made or :meth:`stop` was called."""
+        return not self.stop_event.is_set() and (self.max_frames is None or self.stats.frames < self.max_frames)
+
+    def _arrival_of(self, w: Window) -> float:
+        """Host arrival (monotonic s) of the last event of ``w``: live runs only, 0.0 when unknown or empty."""
+        if not self.live or w.i1 <= w.i0:
+            return 0.0
+        t = self.ring.host_time_of(w.i1 - 1)
+        return t if t > 0 else 0.0  # NaN (packet no longer tracked) compares False
 
     def _ingest(self, pkt: EventPacket) -> None:
+        for sink in self._packet_sinks:  # sinks that keep the stream itself (RLED recording)
+            sink.write_packet(pkt)
+        if self.engine is None:  # recording only: no windows to cut
+            self.stats.events_in += len(pkt)
+            return
         self.windower.notice_sensor_size(pkt.sensor_size)
-        self.ring.push(pkt.events, pkt.t_end_us)
-        self._last_host_time = pkt.host_time_s
+        self.ring.push(pkt.events, pkt.t_end_us, pkt.host_time_s)
         self.stats.events_in += len(pkt)
 
     # ------------------------------------------------------------------ run
     def run(self, progress=None) -> PipelineStats:
         """Run to the end of the source, ``max_frames`` or :meth:`stop`; returns the statistics."""
+        for _ in self.frames(progress):
+            pass
+        return self.stats
+
+    def frames(self, progress=None) -> Iterator[Frame]:
+        """Run, yielding each frame after the sinks got it (the Python API's loop). Leaving the loop early (or
+        closing the generator) stops the pipeline, closes the sinks and fills :attr:`stats`."""
         t_start = time.perf_counter()
         try:
-            if self.live:
-                self._run_live(progress)
-            else:
-                self._run_offline(progress)
+            yield from (self._live(progress) if self.live else self._offline(progress))
         finally:
             self.stop_event.set()
             for sink in self.sinks:
@@ -148,23 +169,24 @@ class Pipeline:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _run_offline(self, progress) -> None:
+    def _offline(self, progress) -> Iterator[Frame]:
         for pkt in self.source:
             need = self.ring.unreleased + len(pkt)
             if need > self.ring.capacity:  # offline never drops: keep every event a window still needs
                 self.ring.grow(max(need, 2 * self.ring.capacity))
             self._ingest(pkt)
-            for w in self.windower.poll():
+            for w in self.windower.windows():
                 if progress is not None:
                     progress.update(1)
-                if not self._process(w) or self.stop_event.is_set():
+                yield self._process(w)
+                if not self._more:
                     return
             if self.stop_event.is_set():
                 return
         if self.stats.frames == 0 and not self.stop_event.is_set():
             w = self.windower.partial_window()  # a recording shorter than one window still gives a frame
             if w is not None:
-                self._process(w)
+                yield self._process(w)
 
     def _produce(self) -> None:
         try:
@@ -179,17 +201,18 @@ class Pipeline:
             self._producer_done.set()
             self._new_data.set()
 
-    def _run_live(self, progress) -> None:
+    def _live(self, progress) -> Iterator[Frame]:
         producer = threading.Thread(target=self._produce, name="livenight-source", daemon=True)
         producer.start()
         try:
             while not self.stop_event.is_set():
                 done = self._producer_done.is_set()
-                windows = self.windower.poll()
+                windows = list(self.windower.windows())  # live: at most the newest window
                 for w in windows:
                     if progress is not None:
                         progress.update(1 + w.skipped)
-                    if not self._process(w):
+                    yield self._process(w)
+                    if not self._more:
                         return
                 if done and not windows:
                     break

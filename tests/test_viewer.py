@@ -24,7 +24,7 @@ from livenight._optional import has  # noqa: E402
 from livenight.errors import SourceError  # noqa: E402
 from livenight.events import EVENT_DTYPE  # noqa: E402
 from livenight.events import make_events as pack_events  # noqa: E402
-from livenight.frames import event_frame, to_uint8  # noqa: E402
+from livenight.render import event_frame, to_uint8  # noqa: E402
 from livenight.sinks import Frame  # noqa: E402
 from livenight.viewer import platform_check  # noqa: E402
 from livenight.viewer.display import DisplayMapper, event_rgb, percentile_u8  # noqa: E402
@@ -203,7 +203,7 @@ def _read_video(path):
 @needs_av
 @pytest.mark.parametrize("threaded", [False, True])
 def test_video_sink_writes_every_frame_readable_by_pyav(tmp_path, threaded):
-    from livenight.viewer.video import VideoSink
+    from livenight.sinks.video import VideoSink
 
     levels = [20 * i + 10 for i in range(12)]
     sink = VideoSink(tmp_path / "out.mp4", fps=25, threaded=threaded, max_queue=64)
@@ -221,7 +221,7 @@ def test_video_sink_writes_every_frame_readable_by_pyav(tmp_path, threaded):
 
 @needs_av
 def test_video_sink_pads_odd_sizes_adds_an_overlay_bar_and_follows_stream_time(tmp_path):
-    from livenight.viewer.video import VideoSink
+    from livenight.sinks.video import VideoSink
 
     sink = VideoSink(tmp_path / "odd.mp4", overlay=True, timing="stream")
     for i in range(5):
@@ -238,7 +238,7 @@ def test_video_sink_pads_odd_sizes_adds_an_overlay_bar_and_follows_stream_time(t
 
 @needs_av
 def test_video_sink_rejects_a_size_change_and_writes_nothing_without_frames(tmp_path):
-    from livenight.viewer.video import VideoSink
+    from livenight.sinks.video import VideoSink
 
     sink = VideoSink(tmp_path / "a.mp4")
     sink.write_image(np.zeros((20, 20), np.uint8))
@@ -310,7 +310,7 @@ def test_check_display_accepts_offscreen(monkeypatch):
 
 
 def test_viewer_package_and_display_check_import_no_qt():
-    code = ("import sys, livenight.viewer, livenight.viewer.display, livenight.viewer.video, "
+    code = ("import sys, livenight.viewer, livenight.viewer.display, livenight.sinks.video, "
             "livenight.viewer.health, livenight.viewer.mailbox\n"
             "from livenight.viewer import check_display, doctor_lines\n"
             "check_display(); doctor_lines(probe=False)\n"

@@ -31,9 +31,9 @@ from typing import Callable, Literal
 import numpy as np
 
 from livenight._optional import require
-from livenight.sinks import Frame
+from livenight.viewer.display import DisplayMapper
 
-from .display import DisplayMapper
+from .base import Frame
 
 Timing = Literal["index", "stream"]
 _TIME_BASE = Fraction(1, 1000)  # pts in milliseconds

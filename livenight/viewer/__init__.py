@@ -2,7 +2,7 @@
 
 Importing this package imports no Qt. Qt and pyqtgraph are imported by :mod:`livenight.viewer.window` and
 :mod:`livenight.viewer.app` only; :mod:`~livenight.viewer.platform_check` (can a window open here?),
-:mod:`~livenight.viewer.display` (auto-exposure, gamma), :mod:`~livenight.viewer.video` (MP4 via PyAV),
+:mod:`~livenight.viewer.display` (auto-exposure, gamma),
 :mod:`~livenight.viewer.health` (status line) and :mod:`~livenight.viewer.mailbox` (newest-wins hand-over) are
 plain Python and work without a display.
 

@@ -407,7 +407,7 @@ class LiveViewer(QtCore.QObject):
         return target
 
     def start_recording(self) -> Path:
-        from .video import VideoSink
+        from livenight.sinks.video import VideoSink
 
         if self.recorder is not None:
             return self.recordings[-1]

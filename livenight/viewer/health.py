@@ -109,7 +109,7 @@ class PipelineStatus:
     """``status(frame) -> str`` with the viewer's status line, for an MP4 overlay written without a window.
 
     Rates come from the pipeline's counters, latency is event arrival → frame written. Called by
-    :meth:`VideoSink.write <livenight.viewer.video.VideoSink.write>` on the reconstruction thread.
+    :meth:`VideoSink.write <livenight.sinks.video.VideoSink.write>` on the reconstruction thread.
 
     Example:
         >>> video = VideoSink("out.mp4", overlay=True)                # doctest: +SKIP
