@@ -5,7 +5,7 @@ computes or what the PNG files hold; it only maps the 8-bit frame to the 8-bit p
 
 Why it is like this:
 
-* **Fixed** shows ``clip(x, 0, 1)·255`` exactly as :func:`livenight.frames.to_uint8` writes it (gamma 1 returns
+* **Fixed** shows ``clip(x, 0, 1)·255`` exactly as :func:`livenight.render.to_uint8` writes it (gamma 1 returns
   the frame itself), so what you see is what the files hold.
 * **Auto** follows rpg_e2vid's ``--auto_hdr``: per frame it measures the intensity bounds, and the bounds used are
   the *median* of the last ``history`` frames, so the brightness does not flicker with one noisy frame. Unlike
@@ -16,7 +16,7 @@ Why it is like this:
   histogram (``np.bincount``) of a ≈65k-pixel subsample, so the cost is about one pass over the uint8 frame
   (≈0.7 ms at 1280×720), whatever the settings.
 * Event pictures for the screen sum ±1 per event and pixel with one ``np.bincount`` (O(n), no sort) and colour
-  each pixel by its majority polarity (ties ON). :func:`livenight.frames.event_frame` (the PNG files) colours by
+  each pixel by its majority polarity (ties ON). :func:`livenight.render.event_frame` (the PNG files) colours by
   the *last* event, which needs a sort; the two agree wherever a pixel has one event or one polarity.
 """
 
@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from livenight.frames import EVENT_COLOURS, to_uint8
+from livenight.render import EVENT_COLOURS, to_uint8
 
 DisplayMode = Literal["fixed", "auto"]
 DISPLAY_MODES: tuple[DisplayMode, ...] = ("fixed", "auto")
@@ -160,7 +160,7 @@ class DisplayMapper:
 
 def event_rgb(events: np.ndarray, sensor_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) uint8 picture of a window's events for the screen: each pixel coloured by its majority polarity
-    (ON red, OFF blue, ties ON) on white, as :data:`livenight.frames.EVENT_COLOURS`. O(n), no sort.
+    (ON red, OFF blue, ties ON) on white, as :data:`livenight.render.EVENT_COLOURS`. O(n), no sort.
 
     Args:
         events: :data:`~livenight.events.EVENT_DTYPE` array.
