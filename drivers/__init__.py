@@ -19,7 +19,7 @@ _DAVIS = ("livenight.drivers.davis:DavisSource", "pip install 'livenight[davis]'
 _PROPHESEE = ("livenight.drivers.prophesee:PropheseeSource",
               "install the Metavision SDK (a vendor install, not on PyPI) or pip install neuromorphic-drivers")
 _KNOWN: dict[str, tuple[str, str]] = {
-    ".aedat4": ("livenight.drivers.aedat4:Aedat4Source", "pip install 'livenight[davis]'"),
+    ".aedat4": ("livenight.drivers.aedat4:Aedat4Source", "pip install aedat"),
     ".dat": ("livenight.drivers.prophesee_raw:DatSource", ""),
     ".h5": ("livenight.drivers.rled:RledSource", ""),
     ".hdf5": ("livenight.drivers.rled:RledSource", ""),

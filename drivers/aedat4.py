@@ -1,58 +1,121 @@
-"""Replay of iniVation AEDAT 4.0 recordings (``.aedat4``) through ``dv.io.MonoCameraRecording``.
+"""Replay of iniVation AEDAT 4.0 recordings (``.aedat4``) with the ``aedat`` package (a Rust reader).
 
 Why it is like this:
 
-* **Streaming.** Events are read batch by batch with the sequential reader (one dv packet at a time) and
-  regrouped into packets of ``chunk_events`` (more only when a run of equal timestamps straddles the cut); a
-  multi-GB file is never loaded whole.
-  Packets tile time like :class:`~livenight.drivers.rled.RledSource`: packet k covers ``[t_start_us, t_end_us)``,
-  ``t_end_us`` is the first timestamp of packet k+1, and a run of equal timestamps is never split.
-* **Any iniVation camera.** Resolution, camera name and stream names come from the file; the event stream is
-  the one called ``events`` or else the first stream of event type. Nothing is specific to the DAVIS346.
-* **Frames = exposure end.** dv-processing reports ``Frame.timestamp`` as the *exposure begin*; the project's
-  reference-frame convention (RLED image ``timestamp``) is the *exposure end*, so ``frames.t_us = timestamp +
-  exposure``. ``frames.t_begin_us`` and ``frames.exposure_us`` keep the raw values. Frames are scanned once when
-  the file is opened (the frame stream only). Their images are kept in memory while they fit in
-  ``preload_frames_bytes`` (default 256 MiB, i.e. ~2900 DAVIS346 frames, about two minutes at 25 fps); beyond
-  that only the timestamps are kept and each image is fetched on demand with ``getFramesTimeRange``.
+* **Never a hang.** dv-processing 2.0.4 can loop forever inside ``MonoCameraRecording`` or
+  ``getNextEventBatch`` on a corrupted file, and a C++ call cannot be interrupted from Python. The ``aedat``
+  package (PyPI, MIT, numpy only) raises a ``RuntimeError`` for every damaged packet instead (LZ4 errors, a
+  missing size prefix, a cut file) and carries on with the next packet, so a damaged packet costs its own
+  events only. Measured on the shared 6 MB DAVIS346 clip: corrupt copies end in 0.02-0.16 s with ``aedat``,
+  while three of them made dv-processing spin past a 15 s deadline; a clean read takes ~0.02 s with either.
+  dv-processing stays the driver for live cameras and ``tcp://`` streams (:mod:`.davis`, :mod:`.network`).
+* **Plausibility.** Events outside the sensor are dropped, time spikes removed, events older than what was
+  already replayed clamped, damaged packets skipped, all counted by :class:`~livenight.checks.InputAudit`:
+  a few of them give one warning at the end, mostly garbage gives an error before any packet leaves, and a
+  file without a single event is an error, as for every other format.
+* **Streaming.** Events are read packet by packet and regrouped into packets of ``chunk_events`` (more only when
+  a run of equal timestamps straddles the cut); a multi-GB file is never loaded whole. Packets tile time like
+  :class:`~livenight.drivers.rled.RledSource`: packet k covers ``[t_start_us, t_end_us)``, ``t_end_us`` is the
+  first timestamp of packet k+1, and a run of equal timestamps is never split.
+* **Any iniVation camera.** Resolution comes from the stream table, the camera and stream names from the header's
+  XML description; the event stream is the one called ``events`` or else the first stream of event type.
+* **Frames = exposure end.** The project's reference-frame convention (RLED image ``timestamp``) is the
+  *exposure end*, so ``frames.t_us`` is the frame's exposure end; ``frames.t_begin_us`` and
+  ``frames.exposure_us`` keep the exposure begin and length. Frames are scanned once when the file is opened.
+  Their images are kept in memory while they fit in ``preload_frames_bytes`` (default 256 MiB, ~2900 DAVIS346
+  frames); beyond that only the timestamps are kept and each image is read again on demand (sequentially, so
+  reading frames in order costs one pass).
 * **RLED event indices.** ``event_indices[i] = [searchsorted(t, mid_i − 10 ms), searchsorted(t, mid_i + 10 ms))``
   with ``mid_i = begin_i + exposure_i // 2`` (the exposure midpoint) and ``t`` all event timestamps (side
-  ``"left"``, so each window is half-open in time as well). It is computed on first access, by one extra pass
-  over the event timestamps that keeps only the per-frame counts (memory O(frames), not O(events)); ``None``
-  when the file has no frames.
-* **Truncated files.** dv-processing refuses to open an aedat4 whose trailing packet index (the "FileDataTable")
-  is missing or cut. Such a file is replayed from a temporary copy whose header says "no index", which makes
-  dv rebuild the index by scanning the packets that are complete; every event decoded is yielded, then
-  iteration raises a :class:`SourceError` that says the file is truncated. The copy costs one file's worth of
-  disk in the temporary directory while the source is open.
-
-Known limit: a file whose index is present but *corrupted* (not cut) can make dv-processing 2.0.4 hang inside
-``MonoCameraRecording`` while opening; this module cannot interrupt that.
+  ``"left"``). Computed on first access by one extra pass that keeps only the per-frame counts; ``None`` without
+  frames.
+* **Truncated files.** Every complete packet is replayed, then iteration raises a
+  :class:`~livenight.errors.SourceError` that says the file is truncated and how many events came out.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
-import shutil
+import re
 import struct
-import tempfile
-import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from livenight._optional import require
+from livenight.checks import FAR_JUMP_US, SPIKE_US, InputAudit, far_jumps, time_spikes
 from livenight.errors import SourceError, SourceNotFoundError
-from livenight.events import EventPacket
+from livenight.events import EVENT_DTYPE, EventPacket
 
-from ._dv import dv_module, exposure_us, frame_to_grey, store_to_events
 from .base import SingleUse
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 DEFAULT_CHUNK_EVENTS = 1 << 16
 DEFAULT_PRELOAD_FRAMES_BYTES = 256 << 20
 RLED_HALF_WINDOW_US = 10_000
+#: consecutive damaged packets after which the rest of the file is taken as unreadable
+_MAX_CONSECUTIVE_ERRORS = 64
+_TRUNCATED = ("failed to fill whole buffer", "unexpected end of file", "UnexpectedEof")
+
+
+_DECODE_ERRORS = (RuntimeError, ValueError, OSError, OverflowError)
+
+
+def _aedat():
+    return require("aedat", "reading .aedat4 recordings")
+
+
+def _is_panic(e: BaseException) -> bool:
+    """A Rust panic inside ``aedat`` (pyo3's ``PanicException`` derives from BaseException): damaged data."""
+    return type(e).__name__ == "PanicException"
+
+
+_PANIC_LINE = re.compile(r"^(thread '.*'.* panicked at |stack backtrace:|note: |\s+\d+: |\s+at |assertion failed|\s*$)")
+
+
+class _Stderr:
+    """Calls into ``aedat`` with file descriptor 2 diverted to a temporary file: a Rust panic (damaged data)
+    writes its message and backtrace there, which would break livenight's one-line errors. After each call
+    whatever else was written meanwhile (by other threads) is passed on to the real stderr; panic text is not."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryFile()
+        self._fd = self._tmp.fileno()
+
+    def call(self, fn, *args):
+        import sys
+
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(self._fd, 2)
+        panicked = False
+        try:
+            return fn(*args)
+        except BaseException as e:
+            panicked = _is_panic(e)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(self._fd, 0, os.SEEK_CUR)
+            if size:
+                os.lseek(self._fd, 0, os.SEEK_SET)
+                text = os.read(self._fd, size).decode("utf-8", "replace")
+                os.lseek(self._fd, 0, os.SEEK_SET)
+                os.ftruncate(self._fd, 0)
+                if panicked:
+                    text = "".join(line for line in text.splitlines(True) if not _PANIC_LINE.match(line))
+                if text:
+                    os.write(2, text.encode())
+
+    def close(self) -> None:
+        self._tmp.close()
 
 
 def _header(path: Path) -> tuple[int, int | None]:
@@ -97,52 +160,216 @@ def _header(path: Path) -> tuple[int, int | None]:
     return int(pos), base + root + field_off
 
 
-def _choose(names: list[str], preferred: str, is_kind) -> str | None:
-    if preferred in names and is_kind(preferred):
-        return preferred
-    return next((n for n in names if is_kind(n)), None)
+def _stream_info(path: Path) -> dict[int, dict[str, str]]:
+    """Stream id -> ``{"name": originalOutputName, "source": camera}`` from the header's XML (best effort)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    m = re.search(rb"<dv[ >].*?</dv>", head, re.S)
+    if m is None:
+        return {}
+    try:
+        root = ET.fromstring(m.group(0).decode("utf-8", "replace"))
+    except ET.ParseError:
+        return {}
+    out: dict[int, dict[str, str]] = {}
+    for node in root.iter("node"):
+        if node.get("name", "").isdigit() and "/outInfo/" in node.get("path", ""):
+            attrs = {a.get("key"): (a.text or "") for a in node.iter("attr")}
+            out[int(node.get("name"))] = {"name": attrs.get("originalOutputName", ""),
+                                          "source": attrs.get("source", "")}
+    return out
+
+
+def _choose(streams: dict[int, dict], names: dict[int, str], preferred: str, kind: str) -> int | None:
+    ids = [i for i in sorted(streams) if streams[i].get("type") == kind]
+    return next((i for i in ids if names.get(i) == preferred), ids[0] if ids else None)
+
+
+def _frame_to_grey(frame: dict, sensor_size: tuple[int, int], what: str) -> np.ndarray:
+    """An ``aedat`` frame dict as (H, W) uint8 on the full sensor (colour: BT.601 luma; 16 bit: top byte; a
+    region of interest is placed at its offset on a black canvas)."""
+    img = np.asarray(frame["pixels"])
+    if img.ndim == 3:
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+        else:  # aedat gives RGB(A)
+            r, g, b = (img[:, :, k].astype(np.float32) for k in range(3))
+            if img.dtype == np.uint16:
+                r, g, b = r / 257.0, g / 257.0, b / 257.0
+            img = np.clip(np.rint(0.299 * r + 0.587 * g + 0.114 * b), 0, 255).astype(np.uint8)
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise SourceError(f"{what}: frame at t={frame.get('t')} µs has dtype {img.dtype}, expected uint8 or uint16")
+    width, height = sensor_size
+    if img.shape == (height, width):
+        return np.ascontiguousarray(img)
+    x0, y0 = int(frame.get("offset_x", 0)), int(frame.get("offset_y", 0))
+    h, w = img.shape
+    if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+        raise SourceError(f"{what}: frame at t={frame.get('t')} µs: a {w}x{h} image at ({x0}, {y0}) does not fit "
+                          f"the {width}x{height} sensor")
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    canvas[y0:y0 + h, x0:x0 + w] = img
+    return canvas
+
+
+class _Reader:
+    """One pass over the packets of a file with ``aedat``: damaged packets are skipped and counted, a cut file
+    ends the pass (``truncated`` says why), and an endless run of errors ends it too."""
+
+    def __init__(self, path: Path, audit: InputAudit | None = None) -> None:
+        self.path = path
+        self.audit = audit
+        self.truncated: str | None = None
+        self.corrupt: str | None = None
+        self.packets = 0
+        aedat = _aedat()
+        self._stderr = _Stderr()
+        try:
+            self._dec = self._stderr.call(aedat.Decoder, str(path))
+        except BaseException as e:
+            self._stderr.close()
+            if not isinstance(e, _DECODE_ERRORS) and not _is_panic(e):
+                raise
+            raise SourceError(f"{path}: corrupt aedat4 file: cannot read its description ({e})") from e
+
+    def streams(self) -> dict[int, dict]:
+        return self._dec.id_to_stream()
+
+    def close(self) -> None:
+        self._dec = None
+        self._stderr.close()
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            yield from self._packets()
+        finally:
+            self.close()
+
+    def _packets(self) -> Iterator[dict]:
+        errors = 0
+        while True:
+            try:
+                pk = self._stderr.call(next, self._dec)
+            except StopIteration:
+                return
+            except BaseException as e:  # RuntimeError for damaged data; a Rust panic (BaseException) likewise
+                if not isinstance(e, _DECODE_ERRORS) and not _is_panic(e):
+                    raise
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if any(k in msg for k in _TRUNCATED):
+                    self.truncated = f"the data ends inside a packet ({msg})"
+                    return
+                errors += 1
+                if self.audit is not None:
+                    self.audit.add("packets", 1, f"packet {self.packets}")
+                if errors > _MAX_CONSECUTIVE_ERRORS:
+                    self.corrupt = f"{errors} damaged packets in a row after packet {self.packets} (last: {msg})"
+                    return
+                continue
+            errors = 0
+            self.packets += 1
+            yield pk
+
+
+class _OnlineEventIndices:
+    """RLED event indices in the same pass as the frames: ``[searchsorted(t, mid − 10 ms),
+    searchsorted(t, mid + 10 ms))`` for each frame, with ``t`` all event timestamps, without keeping them all.
+
+    A bound later than every event read so far waits until events pass it; a bound already passed is looked up
+    in the event packets of the last ``keep_us`` (frames are written shortly after their exposure). A bound
+    older than that makes :meth:`result` return ``None`` (the caller then makes a second pass).
+    """
+
+    def __init__(self, keep_us: int = 2_000_000) -> None:
+        self.keep_us = keep_us
+        self._recent: list[tuple[int, np.ndarray]] = []  # (index of the packet's first event, its timestamps)
+        self._done = 0  # events seen
+        self._pending: list[tuple[int, int]] = []  # (bound, slot), sorted
+        self._counts: list[int] = []
+        self._failed = False
+
+    def add_events(self, t: np.ndarray) -> None:
+        if t.shape[0] == 0:
+            return
+        t = t.astype(np.int64)
+        last = int(t[-1])
+        k = bisect.bisect_right(self._pending, (last, 1 << 62))
+        for bound, slot in self._pending[:k]:
+            self._counts[slot] = self._done + int(np.searchsorted(t, bound, side="left"))
+        del self._pending[:k]
+        self._recent.append((self._done, t))
+        self._done += int(t.shape[0])
+        while len(self._recent) > 1 and int(self._recent[1][1][-1]) < last - self.keep_us:
+            self._recent.pop(0)
+
+    def add_frame(self, mid_us: int) -> None:
+        for bound in (mid_us - RLED_HALF_WINDOW_US, mid_us + RLED_HALF_WINDOW_US):
+            slot = len(self._counts)
+            self._counts.append(-1)
+            if not self._recent or bound > int(self._recent[-1][1][-1]):
+                bisect.insort(self._pending, (bound, slot))
+                continue
+            k = next(k for k, (_, t) in enumerate(self._recent) if int(t[-1]) >= bound)
+            start, t = self._recent[k]
+            if k == 0 and start > 0 and int(t[0]) >= bound:
+                self._failed = True  # earlier packets (no longer kept) may hold events >= bound
+            self._counts[slot] = start + int(np.searchsorted(t, bound, side="left"))
+
+    def result(self) -> np.ndarray | None:
+        if self._failed:
+            return None
+        for _, slot in self._pending:
+            self._counts[slot] = self._done
+        return np.asarray(self._counts, dtype=np.int64).reshape(-1, 2)
 
 
 class Aedat4Frames:
     """The APS frames of an aedat4 file as :class:`~livenight.drivers.base.ReferenceFrames`.
 
-    ``t_us`` is the exposure **end** (``Frame.timestamp + exposure``), int64 µs; ``t_begin_us`` and
-    ``exposure_us`` are dv's raw values. ``frames[i]`` is (H, W) uint8 (colour frames converted to grey).
+    ``t_us`` is the exposure **end**, int64 µs; ``t_begin_us`` and ``exposure_us`` the exposure begin and length.
+    ``frames[i]`` is (H, W) uint8 (colour frames converted to grey).
     """
 
-    def __init__(self, recording_path: str, stream: str, resolution: tuple[int, int], display: Path,
-                 preload_bytes: int) -> None:
-        dv = dv_module("reading aedat4 frames")
-        self._display = display
-        self._stream = stream
+    def __init__(self, path: Path, stream_id: int, resolution: tuple[int, int], preload_bytes: int,
+                 event_stream: int | None = None) -> None:
+        self._path = path
+        self._stream = stream_id
         self._resolution = resolution
-        self._rec = dv.io.MonoCameraRecording(recording_path)
-        self._lock = threading.Lock()
         begins: list[int] = []
-        exposures: list[int] = []
+        ends: list[int] = []
         images: list[np.ndarray] | None = []
         budget = preload_bytes
-        while True:
-            try:
-                fr = self._rec.getNextFrame(stream)
-            except RuntimeError as e:
-                raise SourceError(f"{display}: corrupt frame data after {len(begins)} frames ({e})") from e
-            if fr is None:
-                break
-            begins.append(int(fr.timestamp))
-            exposures.append(exposure_us(fr))
+        index = _OnlineEventIndices() if event_stream is not None else None
+        reader = _Reader(path)
+        for pk in reader:
+            if index is not None and pk.get("stream_id") == event_stream and "events" in pk:
+                index.add_events(pk["events"]["t"])
+                continue
+            if pk.get("stream_id") != stream_id or "frame" not in pk:
+                continue
+            fr = pk["frame"]
+            begin, end = int(fr["exposure_begin_t"]), int(fr["exposure_end_t"])
+            begins.append(begin)
+            ends.append(end)
+            if index is not None:
+                index.add_frame(begin + (end - begin) // 2)
             if images is not None:
-                img = frame_to_grey(fr, resolution)
+                img = _frame_to_grey(fr, resolution, str(path))
                 budget -= img.nbytes
                 if budget < 0:
                     images = None  # too many to keep: from now on, timestamps only (lazy images)
                 else:
                     images.append(img)
         self.t_begin_us = np.asarray(begins, dtype=np.int64)
-        self.exposure_us = np.asarray(exposures, dtype=np.int64)
-        self.t_us = self.t_begin_us + self.exposure_us
+        self.t_us = np.asarray(ends, dtype=np.int64)
+        self.exposure_us = self.t_us - self.t_begin_us
         self._images = images
         self.preloaded = images is not None
+        self._lazy: tuple[int, Iterator[dict]] | None = None  # (index of the next frame, packet iterator)
+        #: RLED event indices found in the same pass (None: a bound fell outside the look-back, compute later)
+        self.event_indices = index.result() if index is not None else None
 
     @property
     def t_mid_us(self) -> np.ndarray:
@@ -161,19 +388,23 @@ class Aedat4Frames:
             raise IndexError(f"frame {i} out of range (0..{n - 1})")
         if self._images is not None:
             return self._images[i]
-        begin, end = int(self.t_begin_us[i]), int(self.t_us[i])
-        with self._lock:
-            # dv indexes frame packets by a time inside the exposure, not always by the begin: ask for the whole
-            # exposure and pick the frame whose begin matches
-            found = self._rec.getFramesTimeRange(begin, end + 1, self._stream) or []
-        for fr in found:
-            if int(fr.timestamp) == begin:
-                return frame_to_grey(fr, self._resolution)
-        raise SourceError(f"{self._display}: frame {i} (exposure begin t={begin} µs) could not be read back")
+        if self._lazy is None or self._lazy[0] > i:  # start over: frames are read forward only
+            self._lazy = (0, iter(_Reader(self._path)))
+        k, packets = self._lazy
+        for pk in packets:
+            if pk.get("stream_id") != self._stream or "frame" not in pk:
+                continue
+            k += 1
+            if k - 1 == i:
+                self._lazy = (k, packets)
+                return _frame_to_grey(pk["frame"], self._resolution, str(self._path))
+        self._lazy = None
+        raise SourceError(f"{self._path}: frame {i} (exposure begin t={int(self.t_begin_us[i])} µs) could not be "
+                          "read back")
 
     def close(self) -> None:
-        self._rec = None
         self._images = None
+        self._lazy = None
 
 
 class Aedat4Source(SingleUse):
@@ -181,14 +412,15 @@ class Aedat4Source(SingleUse):
 
     Args:
         path: the ``.aedat4`` file.
-        chunk_events: events per packet (dv batches are merged or split; equal-timestamp runs are never split).
+        chunk_events: events per packet (file packets are merged or split; equal-timestamp runs are never split).
         preload_frames_bytes: keep frame images in memory up to this many bytes, else read them on demand.
 
     Attributes:
         sensor_size: ``(width, height)`` of the event stream, from the file.
         frames: :class:`Aedat4Frames` (exposure-end timestamps) or ``None`` without a frame stream.
         event_indices: ``[n_frames, 2]`` RLED windows (±10 ms around each exposure midpoint) or ``None``.
-        camera_name: e.g. ``"DAVIS346_00000002"``. ``truncated``: the reason when the file is cut short.
+        camera_name: e.g. ``"DAVIS346_00000002"`` (``""`` when the header does not say).
+        audit: what was repaired (:class:`~livenight.checks.InputAudit`).
 
     Example:
         >>> with Aedat4Source("davis346.aedat4") as src:        # doctest: +SKIP
@@ -208,77 +440,41 @@ class Aedat4Source(SingleUse):
             raise SourceNotFoundError(f"{self.path}: no such file")
         if self.path.is_dir():
             raise SourceError(f"{self.path}: is a directory, expected an .aedat4 file")
-        header = _header(self.path)  # cheap checks first: a wrong file fails the same way with or without dv
-        dv = dv_module("reading .aedat4 recordings")
-        self._tmpdir: tempfile.TemporaryDirectory | None = None
+        table_pos, _ = _header(self.path)  # cheap checks first: a wrong file fails the same way with any reader
+        size = self.path.stat().st_size
         self.truncated: str | None = None
+        if table_pos >= size:
+            self.truncated = f"its packet index should start at byte {table_pos} but the file has {size} bytes"
         self._closed = False
         self.frames: Aedat4Frames | None = None
         self._event_indices: np.ndarray | None = None
         self._event_indices_done = False
-        try:
-            self._open(dv, header, preload_frames_bytes)
-        except BaseException:
-            self.close()
-            raise
-
-    def _open(self, dv, header: tuple[int, int | None], preload_frames_bytes: int) -> None:
-        table_pos, table_field = header
-        size = self.path.stat().st_size
-        self._dv_path = str(self.path)
-        rec = None
-        if table_pos >= size:
-            self.truncated = f"its packet index should start at byte {table_pos} but the file has {size} bytes"
-        else:
-            try:
-                rec = dv.io.MonoCameraRecording(self._dv_path)
-            except RuntimeError as e:
-                msg = str(e)
-                if "truncated" not in msg and "FileDataTable" not in msg:
-                    raise SourceError(f"{self.path}: dv-processing cannot read this aedat4 file ({msg})") from e
-                self.truncated = f"its packet index is cut short ({msg})"
-        if rec is None:
-            if table_field is None:
-                raise SourceError(f"{self.path}: truncated aedat4 file that dv-processing cannot scan "
-                                  f"({self.truncated})")
-            self._dv_path = self._unindexed_copy(table_field)
-            try:
-                rec = dv.io.MonoCameraRecording(self._dv_path)
-            except RuntimeError as e:
-                raise SourceError(f"{self.path}: truncated aedat4 file ({self.truncated}) that cannot be read "
-                                  f"either without its index ({e})") from e
-        self._rec = rec
-        names = list(rec.getStreamNames())
-        self.streams = names
-        stream = _choose(names, "events", rec.isStreamOfEventType)
+        info = _stream_info(self.path)
+        first = _Reader(self.path)
+        streams = first.streams()
+        first.close()
+        names = {i: info.get(i, {}).get("name") or f"stream{i}" for i in streams}
+        self.streams = [names[i] for i in sorted(streams)]
+        stream = _choose(streams, names, "events", "events")
         if stream is None:
             raise SourceError(f"{self.path}: no event stream in this aedat4 file (streams found: "
-                              f"{', '.join(names) or 'none'}); livenight needs events")
+                              f"{', '.join(self.streams) or 'none'}); livenight needs events")
         self._stream = stream
-        res = rec.getEventResolution(stream)
-        if res is None:
-            raise SourceError(f"{self.path}: event stream {stream!r} has no resolution in its metadata")
-        self.sensor_size = (int(res[0]), int(res[1]))
-        self.camera_name = str(rec.getCameraName())
-        frame_stream = _choose(names, "frames", rec.isStreamOfFrameType)
+        desc = streams[stream]
+        if not desc.get("width") or not desc.get("height"):
+            raise SourceError(f"{self.path}: event stream {names[stream]!r} has no resolution in its description")
+        self.sensor_size = (int(desc["width"]), int(desc["height"]))
+        self.camera_name = info.get(stream, {}).get("source", "")
+        self.audit = InputAudit(str(self.path), "events and packets", "aedat4", self.sensor_size)
+        frame_stream = _choose(streams, names, "frames", "frame")
         if frame_stream is not None:
-            fres = rec.getFrameResolution(frame_stream)
-            fres = (int(fres[0]), int(fres[1])) if fres is not None else self.sensor_size
-            frames = Aedat4Frames(self._dv_path, frame_stream, fres, self.path, preload_frames_bytes)
+            fdesc = streams[frame_stream]
+            fres = (int(fdesc["width"]), int(fdesc["height"])) if fdesc.get("width") else self.sensor_size
+            frames = Aedat4Frames(self.path, frame_stream, fres, preload_frames_bytes, event_stream=stream)
             if len(frames):
                 self.frames = frames
-            else:
-                frames.close()
-
-    def _unindexed_copy(self, table_field: int) -> str:
-        """Copy the file to a temporary directory with ``dataTablePosition = −1`` (dv then scans the packets)."""
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="livenight-aedat4-")
-        copy = Path(self._tmpdir.name) / self.path.name
-        shutil.copyfile(self.path, copy)
-        with open(copy, "r+b") as f:
-            f.seek(table_field)
-            f.write(struct.pack("<q", -1))
-        return str(copy)
+                if frames.event_indices is not None:
+                    self._event_indices, self._event_indices_done = frames.event_indices, True
 
     @classmethod
     def from_uri(cls, uri: str, **options) -> "Aedat4Source":
@@ -303,7 +499,8 @@ class Aedat4Source(SingleUse):
         counts = np.empty_like(sorted_bounds)
         done = 0  # events in the batches already seen
         k = 0  # first bound not yet resolved
-        for t in self._timestamps():
+        for ev in self._events(InputAudit(str(self.path), "events and packets", "aedat4", self.sensor_size)):
+            t = ev["t"]
             # a bound <= this batch's last timestamp is final: later events are >= it, so not "< bound"
             j = int(np.searchsorted(sorted_bounds, t[-1], side="right"))
             if j > k:
@@ -316,89 +513,153 @@ class Aedat4Source(SingleUse):
         n = mid.shape[0]
         return np.stack([out[:n], out[n:]], axis=1).astype(np.int64)
 
-    def _timestamps(self) -> Iterator[np.ndarray]:
-        """Event timestamps batch by batch, from a second reader (iteration is not disturbed)."""
-        dv = dv_module("reading .aedat4 recordings")
-        rec = dv.io.MonoCameraRecording(self._dv_path)
-        for store in self._batches(rec):
-            t = store.timestamps()
-            if t.shape[0]:
-                yield t
-
     # ---------------------------------------------------------------- events
-    def _batches(self, rec) -> Iterator:
-        n = 0
-        idle = 0
-        while True:
-            try:
-                store = rec.getNextEventBatch(self._stream)
-            except RuntimeError as e:
-                raise SourceError(f"{self.path}: corrupt event data after {n} events ({e})") from e
-            if store is None:
-                if not rec.isRunning(self._stream):
-                    return
-                idle += 1  # not at EOF, yet nothing: never seen with dv 2.0.4, guarded against spinning forever
-                if idle > 10_000:
-                    raise SourceError(f"{self.path}: dv-processing returns no events but has not reached the end of "
-                                      f"the event stream (after {n} events)")
+    def _events(self, audit: InputAudit, reader: _Reader | None = None) -> Iterator[np.ndarray]:
+        """The event stream's packets as checked, sorted :data:`EVENT_DTYPE` arrays (see the module doc).
+
+        Each packet is held back until the next one arrived, so a time spike that starts at the end of one
+        packet and returns in the next is still seen whole.
+        """
+        width, height = self.sensor_size
+        reader = reader or _Reader(self.path, audit)
+        held: np.ndarray | None = None  # EVENT_DTYPE, not yet judged for spikes
+        held_at = 0  # stream index of held[0]
+        last_t: int | None = None  # last released timestamp
+        seen = 0
+        for pk in reader:
+            if self._closed:
+                return
+            audit.items += 1
+            if pk.get("stream_id") != self._stream or "events" not in pk:
                 continue
-            idle = 0
-            n += len(store)
-            yield store
+            raw = pk["events"]
+            n = int(raw.shape[0])
+            audit.items += n
+            if n == 0:
+                continue
+            inside = (raw["x"] < width) & (raw["y"] < height)
+            t = raw["t"].astype(np.int64)
+            wild = int(np.count_nonzero(np.abs(np.diff(t)) > SPIKE_US))
+            if 2 * int(np.count_nonzero(~inside)) > n or wild > max(2, n // 10):
+                # a packet that decompressed into noise (no LZ4 error, but coordinates and times all over)
+                audit.add("packets", 1, f"packet {reader.packets - 1}")
+                seen += n
+                continue
+            if not inside.all():
+                bad = np.flatnonzero(~inside)
+                audit.add("outside", int(bad.shape[0]), f"event {seen + int(bad[0])}")
+                raw, t = raw[inside], t[inside]
+            ev = np.empty(raw.shape[0], dtype=EVENT_DTYPE)
+            ev["t"] = t
+            ev["x"] = raw["x"]
+            ev["y"] = raw["y"]
+            ev["p"] = raw["p"]
+            audit.events += int(ev.shape[0])
+            if held is not None:
+                out, last_t = self._release(audit, held, held_at, ev["t"], last_t)
+                if out is not None:
+                    yield out
+            held, held_at = ev, seen
+            seen += n
+        if held is not None and not self._closed:
+            out, last_t = self._release(audit, held, held_at, np.empty(0, np.int64), last_t)
+            if out is not None:
+                yield out
+
+    @staticmethod
+    def _release(audit: InputAudit, ev: np.ndarray, at: int, ahead_t: np.ndarray,
+                 last_t: int | None) -> tuple[np.ndarray | None, int | None]:
+        """Judge ``ev`` with the last released time before it and the next packet after it: drop spikes, count
+        far jumps, clamp what is older than the last released event; then the verdict on garbage."""
+        t = ev["t"]
+        n = int(t.shape[0])
+        before = [] if last_t is None else [last_t]
+        keep, n_spikes = time_spikes(np.concatenate([np.asarray(before, np.int64), t, ahead_t]))
+        if keep is not None:
+            keep = keep[len(before):len(before) + n]
+            if not keep.all():
+                gone = np.flatnonzero(~keep)
+                audit.spikes += n_spikes
+                audit.add("spike", int(gone.shape[0]), f"event {at + int(gone[0])}")
+                ev = ev[keep]
+                t = ev["t"]
+        if t.shape[0]:
+            n_far, first = far_jumps(t)
+            if last_t is not None and int(t[0]) - last_t > FAR_JUMP_US:
+                n_far, first = n_far + 1, 0
+            audit.add("jump", n_far, f"event {at + (first or 0)}")
+            floor = np.maximum.accumulate(t if last_t is None else np.maximum(t, last_t))
+            late = np.flatnonzero(t < floor)
+            if late.shape[0]:
+                audit.add("clamped", int(late.shape[0]), f"event {at + int(late[0])}")
+                ev = ev.copy()
+                ev["t"] = floor
+        audit.check()
+        if not ev.shape[0]:
+            return None, last_t
+        return ev, int(ev["t"][-1])
 
     def _packets(self) -> Iterator[EventPacket]:
         what = str(self.path)
+        audit = self.audit
+        reader = _Reader(self.path, audit)
         parts: list[np.ndarray] = []
         size = 0
         t_start: int | None = None
         last_t: int | None = None
         n_events = 0
-        for store in self._batches(self._rec):
+        failed = False
+        try:
+            for ev in self._events(audit, reader):
+                last_t = int(ev["t"][-1])
+                n_events += int(ev.shape[0])
+                parts.append(ev)
+                size += int(ev.shape[0])
+                if size < self.chunk_events:
+                    continue
+                chunk = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                while chunk.shape[0] >= self.chunk_events:
+                    # cut after the run holding the chunk_events-th event; a run reaching the end of what was read
+                    # may continue in the next batch, so it waits
+                    t = chunk["t"]
+                    cut = int(np.searchsorted(t, t[self.chunk_events - 1], side="right"))
+                    if cut >= t.shape[0]:
+                        break
+                    out, chunk = chunk[:cut], chunk[cut:]
+                    if t_start is None:
+                        t_start = int(out["t"][0])
+                    t_end = int(chunk["t"][0])
+                    yield EventPacket(out, t_start, t_end, time.monotonic(), self.sensor_size)
+                    t_start = t_end
+                parts, size = [chunk], int(chunk.shape[0])
             if self._closed:
                 return
-            ev = store_to_events(store, self.sensor_size, what)
-            if ev.size == 0:
-                continue
-            if last_t is not None and int(ev["t"][0]) < last_t:
-                raise SourceError(f"{what}: timestamps not sorted at event index {n_events}: "
-                                  f"t={int(ev['t'][0])} µs after t={last_t} µs")
-            last_t = int(ev["t"][-1])
-            n_events += int(ev.shape[0])
-            parts.append(ev)
-            size += int(ev.shape[0])
-            if size < self.chunk_events:
-                continue
-            chunk = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            while chunk.shape[0] >= self.chunk_events:
-                # cut after the run holding the chunk_events-th event; a run reaching the end of what was read
-                # may continue in the next batch, so it waits
-                t = chunk["t"]
-                cut = int(np.searchsorted(t, t[self.chunk_events - 1], side="right"))
-                if cut >= t.shape[0]:
-                    break
-                out, chunk = chunk[:cut], chunk[cut:]
+            failed = True
+            audit.check(final=True)
+            if reader.corrupt is not None:
+                raise SourceError(f"{what}: corrupt aedat4 file: {reader.corrupt}; {audit.summary()}")
+            if n_events == 0 and reader.truncated is None:
+                audit.require_events()
+            failed = False
+            if size:
+                rest = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 if t_start is None:
-                    t_start = int(out["t"][0])
-                t_end = int(chunk["t"][0])
-                yield EventPacket(out, t_start, t_end, time.monotonic(), self.sensor_size)
-                t_start = t_end
-            parts, size = [chunk], int(chunk.shape[0])
-        if size:
-            rest = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            if t_start is None:
-                t_start = int(rest["t"][0])
-            yield EventPacket(rest, t_start, int(rest["t"][-1]) + 1, time.monotonic(), self.sensor_size)
-        if self.truncated is not None:
-            last = f", the last at t={last_t} µs" if last_t is not None else ""
-            raise SourceError(f"{what}: truncated aedat4 file ({self.truncated}); replayed the {n_events} events "
-                              f"that could be decoded{last}; whatever followed is missing")
+                    t_start = int(rest["t"][0])
+                yield EventPacket(rest, t_start, int(rest["t"][-1]) + 1, time.monotonic(), self.sensor_size)
+            truncated = reader.truncated or self.truncated
+            if truncated is not None:
+                failed = True
+                last = f", the last at t={last_t} µs" if last_t is not None else ""
+                raise SourceError(f"{what}: truncated aedat4 file ({truncated}); replayed the {n_events} events "
+                                  f"that could be decoded{last}; whatever followed is missing")
+        except SourceError:
+            failed = True
+            raise
+        finally:  # also when the consumer stops early (--max-frames): say what was repaired so far
+            if not failed:
+                audit.warn(stacklevel=3)
 
     def close(self) -> None:
         self._closed = True
-        self._rec = None
         if self.frames is not None:
             self.frames.close()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
-

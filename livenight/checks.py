@@ -66,6 +66,7 @@ class InputAudit:
         "clamped": "clamped {n} events older than what was already replayed (time went backwards)",
         "jump": "{n} forward time jumps over {far:g} s",
         "nonfinite": "{n} non-finite values",
+        "packets": "skipped {n} corrupt packets",
     }
 
     def __init__(self, what: str, unit: str, fmt: str, sensor_size: tuple[int, int] | None = None) -> None:

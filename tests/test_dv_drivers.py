@@ -41,8 +41,6 @@ needs_dv = pytest.mark.skipif(dv is None, reason="needs dv-processing: pip insta
 
 #: a syntactically valid AEDAT 4.0 header (empty IOHeader flatbuffer) and nothing else
 MAGIC_HEADER_ONLY = b"#!AER-DAT4.0\r\n" + struct.pack("<i", 12) + struct.pack("<IHHi", 8, 4, 4, 4)
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DAVIS_FILE = DATA / "davis346.aedat4"
 W, H = 346, 260
 
 
@@ -101,11 +99,8 @@ def field_offset_of_table(path: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- aedat4: the shared DAVIS346 file
-@needs_dv
-def test_aedat4_replays_shared_davis346_recording():
-    # this test must fail (not skip) when ../shared/data is missing
-    assert DATA.is_dir(), f"shared test data missing: {DATA} (tests read recordings from ../shared/data)"
-    with Aedat4Source(DAVIS_FILE) as src:
+def test_aedat4_replays_shared_davis346_recording(shared_data):
+    with Aedat4Source(shared_data("davis346.aedat4")) as src:
         assert src.sensor_size == (346, 260)
         assert src.is_live is False
         assert src.name == "davis346.aedat4"
@@ -142,9 +137,9 @@ def test_aedat4_replays_shared_davis346_recording():
         np.testing.assert_array_equal(idx, expect)
 
 
-@needs_dv
-def test_aedat4_shared_file_lazy_frames_and_small_chunks_match():
-    with Aedat4Source(DAVIS_FILE) as a, Aedat4Source(DAVIS_FILE, chunk_events=100, preload_frames_bytes=0) as b:
+def test_aedat4_shared_file_lazy_frames_and_small_chunks_match(shared_data):
+    path = shared_data("davis346.aedat4")
+    with Aedat4Source(path) as a, Aedat4Source(path, chunk_events=100, preload_frames_bytes=0) as b:
         assert a.frames.preloaded and not b.frames.preloaded
         for i in (0, 17, 58, -1):
             np.testing.assert_array_equal(a.frames[i], b.frames[i])
@@ -154,9 +149,8 @@ def test_aedat4_shared_file_lazy_frames_and_small_chunks_match():
         np.testing.assert_array_equal(concat(pa), concat(pb))
 
 
-@needs_dv
-def test_aedat4_opens_through_the_registry_and_is_single_use():
-    with open_source(str(DAVIS_FILE)) as src:
+def test_aedat4_opens_through_the_registry_and_is_single_use(shared_data):
+    with open_source(str(shared_data("davis346.aedat4"))) as src:
         assert isinstance(src, Aedat4Source)
         n = sum(len(p) for p in src)
         assert n == 78_830
@@ -232,14 +226,19 @@ def test_aedat4_without_event_stream_names_the_streams(tmp_path):
         Aedat4Source(path)
 
 
-def test_dv_missing_gives_the_install_hint(tmp_path, monkeypatch):
-    path = tmp_path / "x.aedat4"
-    path.write_bytes(MAGIC_HEADER_ONLY)
+def test_dv_missing_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "dv_processing", None)  # makes `import dv_processing` fail
-    for make in (lambda: Aedat4Source(path), lambda: DavisSource.from_uri("davis346"),
-                 lambda: NetworkSource.from_uri("tcp://127.0.0.1:7777")):
+    for make in (lambda: DavisSource.from_uri("davis346"), lambda: NetworkSource.from_uri("tcp://127.0.0.1:7777")):
         with pytest.raises(MissingDependencyError, match=r"pip install 'livenight\[davis\]'"):
             make()
+
+
+def test_aedat_missing_gives_the_install_hint(tmp_path, monkeypatch):
+    path = tmp_path / "x.aedat4"
+    path.write_bytes(MAGIC_HEADER_ONLY)
+    monkeypatch.setitem(sys.modules, "aedat", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install aedat"):
+        Aedat4Source(path)
 
 
 def test_aedat4_directory_is_rejected(tmp_path):
@@ -264,7 +263,6 @@ def test_aedat4_truncated_file_yields_what_decodes_then_fails(tmp_path, keep):
     with pytest.raises(SourceError, match="truncated aedat4 file") as info:
         for p in src:
             packets.append(p)
-    tmp = src._tmpdir.name
     src.close()
     # THEN a prefix of the events came out, exactly, and the message says how many
     got = concat(packets)
@@ -272,7 +270,6 @@ def test_aedat4_truncated_file_yields_what_decodes_then_fails(tmp_path, keep):
     np.testing.assert_array_equal(got, ev[: got.shape[0]])
     assert f"replayed the {got.shape[0]} events" in str(info.value)
     assert_tiles(packets)
-    assert not os.path.exists(tmp), "the temporary unindexed copy must be removed on close"
     assert full.read_bytes() == data, "the original file is never modified"
 
 
@@ -689,3 +686,64 @@ def test_davis_idle_ticks_even_when_every_event_is_filtered_mock_camera():
     assert sum(len(p) for p in packets) == 1
     assert len(packets) >= 3  # idle packets kept coming while the masked batches arrived
     assert_tiles(packets)
+
+
+def test_aedat4_event_indices_in_the_open_pass_match_a_second_pass(shared_data):
+    with Aedat4Source(shared_data("davis346.aedat4")) as src:
+        assert src._event_indices_done  # found while scanning the frames
+        online = src.event_indices
+        np.testing.assert_array_equal(online, src._compute_event_indices())
+
+
+@pytest.mark.parametrize("lag_us, keep_us, online", [(0, 2_000_000, True), (300_000, 2_000_000, True),
+                                                       (300_000, 50_000, False)])
+def test_online_event_indices_against_searchsorted(lag_us, keep_us, online):
+    from livenight.drivers.aedat4 import _OnlineEventIndices
+
+    # GIVEN events in packets of 1000 and frames every 40 ms, each announced lag_us after its midpoint
+    t = 1_000_000 + (np.arange(40_000) // 2) * 100  # 2 s, pairs of equal timestamps
+    mids = np.arange(int(t[0]) + 5_000, int(t[-1]), 40_000)
+    idx = _OnlineEventIndices(keep_us=keep_us)
+    k = 0
+    for a in range(0, t.shape[0], 1000):
+        pk = t[a:a + 1000]
+        while k < mids.shape[0] and mids[k] + lag_us <= int(pk[0]):
+            idx.add_frame(int(mids[k]))
+            k += 1
+        idx.add_events(pk.astype(np.uint64))
+    for m in mids[k:]:
+        idx.add_frame(int(m))
+    got = idx.result()
+    if not online:
+        assert got is None  # bounds older than the look-back: the caller makes a second pass
+        return
+    want = np.stack([np.searchsorted(t, mids - 10_000), np.searchsorted(t, mids + 10_000)], axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("flips, seed", [(50, 100), (50, 102), (2000, 3)])
+def test_aedat4_damaged_copy_warns_or_fails_in_one_line(shared_data, tmp_path, flips, seed):
+    # GIVEN the shared clip with bytes overwritten after the header (damaged LZ4 packets, bogus events)
+    data = bytearray(shared_data("davis346.aedat4").read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos in rng.integers(4000, len(data), size=flips):
+        data[pos] = int(rng.integers(0, 256))
+    path = tmp_path / "damaged.aedat4"
+    path.write_bytes(bytes(data))
+    # WHEN it is replayed THEN the events kept are sorted and inside the sensor, with one warning line,
+    # or the whole file is refused with one SourceError line
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with Aedat4Source(path) as src:
+                packets = list(src)
+        except SourceError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+            return
+    ev = concat(packets)
+    assert 0 < ev.shape[0] <= 78_830 and np.all(np.diff(ev["t"]) >= 0)
+    assert int(ev["x"].max()) < 346 and int(ev["y"].max()) < 260
+    lines = [str(w.message) for w in caught]
+    assert len(lines) == 1 and "kept" in lines[0] and "\n" not in lines[0]
