@@ -183,3 +183,81 @@ def nonfinite(values: np.ndarray) -> int | None:
         return None
     bad = np.flatnonzero(~np.isfinite(values))
     return int(bad[0]) if bad.shape[0] else None
+
+
+# ---------------------------------------------------------------------------- command-line checks (before a run)
+def check_device(device: str, dtype: str = "float32") -> None:
+    """Refuse a torch device or dtype this machine cannot run, with one line saying what would work.
+
+    ``cpu`` with ``float32`` is always fine and imports nothing; anything else asks torch.
+    """
+    from .errors import LivenightError
+
+    if device == "cpu" and dtype == "float32":
+        return
+    try:
+        import torch
+    except ImportError:
+        raise LivenightError(f"--device {device}: torch is not installed (pip install torch)") from None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LivenightError(f"--device {device!r} is not a device livenight can use (expected cpu, cuda, cuda:N "
+                             "or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "without CUDA" if torch.version.cuda is None else f"for CUDA {torch.version.cuda}, but no GPU is usable"
+            raise LivenightError(f"--device {device}: this torch {torch.__version__} was built {built}; use "
+                                 "--device cpu, or install the torch build that matches your GPU driver")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise LivenightError(f"--device {device}: there {'is' if n == 1 else 'are'} only {n} CUDA "
+                                 f"device{'s' if n != 1 else ''} (cuda:0 … cuda:{n - 1})")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise LivenightError(f"--device {device}: MPS is not available in this torch / on this machine; "
+                                 "use --device cpu")
+    elif dev.type != "cpu":
+        raise LivenightError(f"--device {device}: livenight runs on cpu, cuda[:N] or mps (got {dev.type!r})")
+    if dtype in ("float16", "bfloat16") and dev.type == "cpu":
+        raise LivenightError(f"--dtype {dtype} needs a GPU (--device cuda); on a CPU use --dtype float32")
+
+
+def check_output_dir(path: str | None, option: str = "--out") -> None:
+    """``path`` is (or can be created as) a writable folder; checked before a run, not after it."""
+    import os
+    from pathlib import Path
+
+    from .errors import LivenightError
+
+    if not path:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise LivenightError(f"{option} {path}: exists and is not a folder")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LivenightError(f"{option} {path}: {probe} is a file, so the folder cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LivenightError(f"{option} {path}: {probe} is not writable")
+
+
+def check_output_file(path: str | None, option: str = "--video") -> None:
+    """``path`` can be written: its folder exists and is writable, and it is not a folder itself."""
+    import os
+    from pathlib import Path
+
+    from .errors import LivenightError
+
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise LivenightError(f"{option} {path}: is a folder, expected a file name")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise LivenightError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise LivenightError(f"{option} {path}: not writable")

@@ -8,8 +8,10 @@ Errors print one line (``livenight: error: …``) and exit 2; ``--debug`` shows 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import __version__, argtypes
@@ -679,23 +681,65 @@ _COMMANDS = {"bench": (_bench_parser, run_bench), "demo": (_demo_parser, run_dem
              "info": (_info_parser, run_info), "simulate": (_simulate_parser, run_simulate)}
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """argparse errors as one line plus where to look, instead of the whole usage block (exit status 2)."""
+
+    def error(message: str):
+        parser.exit(2, f"livenight: error: {message} (see '{parser.prog} --help')\n")
+
+    parser.error = error
+    return parser
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, object]:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _COMMANDS:
         make, runner = _COMMANDS[argv[0]]
-        return make().parse_args(argv[1:]), runner
-    return _run_parser().parse_args(argv), run_pipeline_command
+        return _one_line_errors(make()).parse_args(argv[1:]), runner
+    return _one_line_errors(_run_parser()).parse_args(argv), run_pipeline_command
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``livenight: warning: …`` lines (no source path, no code line)."""
+    text = " ".join(str(message).split("\n")).strip()
+    print(f"livenight: warning: {text}", file=file or sys.stderr)
+
+
+def _check_before_run(args, runner) -> None:
+    """Checks that must fail before anything starts (a model loads, a camera connects, a file is read)."""
+    from .checks import check_device, check_output_dir, check_output_file
+
+    if hasattr(args, "device") or hasattr(args, "dtype"):
+        check_device(getattr(args, "device", None) or "cpu", getattr(args, "dtype", None) or "float32")
+    if runner is run_pipeline_command:
+        if args.speed is not None and not (math.isfinite(args.speed) and args.speed >= 0):
+            raise LivenightError(f"--speed must be a finite number >= 0 (0 = as fast as possible; got {args.speed:g})")
+        check_output_dir(args.out, "--out")
+        check_output_file(args.video, "--video")
 
 
 def main(argv: list[str] | None = None) -> int:
     args, runner = parse_args(argv)
-    try:
-        return runner(args)
-    except KeyboardInterrupt:
-        print("livenight: interrupted", file=sys.stderr)
-        return 130
-    except (LivenightError, OSError, ValueError) as e:
-        if getattr(args, "debug", False):
-            raise
-        print(f"livenight: error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            _check_before_run(args, runner)
+            return runner(args)
+        except KeyboardInterrupt:
+            print("livenight: interrupted", file=sys.stderr)
+            return 130
+        except (LivenightError, OSError, ValueError) as e:
+            if getattr(args, "debug", False):
+                raise
+            print(f"livenight: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except Exception as e:  # a bug or a library failure: still one line; --debug shows where
+            if getattr(args, "debug", False):
+                raise
+            print(f"livenight: error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                  file=sys.stderr)
+            return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
