@@ -57,7 +57,8 @@ def _official(h5, model_path):
 def test_cli_writes_the_official_frames(recording, tmp_path, letc):
     h5, model = recording / "seq.h5", recording / "m.pth"
     out = tmp_path / "out"
-    argv = ["--replay", str(h5), "--model", str(model), "--no-gui", "--out", str(out), "--save-gt", "--save-evframe"]
+    argv = ["--replay", str(h5), "--model", str(model), "--no-gui", "--out", str(out), "--save-gt", "--save-evframe",
+            "--keep-padding"]
     assert main(argv + (["--exact-letc"] if letc == "exact" else [])) == 0
     ref, n_imgs = _official(h5, model)
     written = sorted(out.glob("frame_*.png"))

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from livenight.windowing import TimeWindows, WindowPolicy, windows_from_meta
+from livenight.windowing import RledWindows, TimeWindows, WindowPolicy, windows_from_meta
 
 
 class Representation(Protocol):
@@ -110,10 +110,20 @@ class ModelFamily:
     def postprocess(self, config: dict, **options) -> Postprocess:
         return Postprocess()
 
+    #: the windows this family was trained with, when a model's metadata names none: ``(window_us, stride_us)``
+    default_window_us: tuple[int, int] = (40_000, 40_000)
+    #: on a recording with RLED ``event_indices``, use them (the official NER-Net / E2VID protocol)
+    rled_by_default: bool = False
+
     def default_windows(self, meta: dict | None = None, event_indices=None) -> WindowPolicy:
-        """The window policy this family was trained with (``event_indices``: the recording's RLED windows, when it
-        has them); a model's metadata (``meta["windows"]``) says otherwise."""
-        return windows_from_meta(meta) or TimeWindows(40_000, 40_000)
+        """The window policy a model of this family was trained with: its metadata's ``windows`` when it names
+        them, else the recording's RLED ``event_indices`` (families that use them), else time windows."""
+        named = windows_from_meta(meta)
+        if named is not None:
+            return named
+        if self.rled_by_default and event_indices is not None:
+            return RledWindows(event_indices)
+        return TimeWindows(*self.default_window_us)
 
     # --- export -------------------------------------------------------------------------------------------
     def describe(self, model, **post_options) -> dict[str, Any]:

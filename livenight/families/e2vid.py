@@ -25,8 +25,6 @@ from collections import deque
 
 import numpy as np
 
-from livenight.windowing import RledWindows, TimeWindows, windows_from_meta
-
 from .base import ModelFamily, Postprocess, crop_to
 
 #: variants whose checkpoints were trained (and are run officially and by EVREAL) on normalised voxels
@@ -121,6 +119,8 @@ class E2VIDFamily(ModelFamily):
     name = "e2vid"
     title = "E2VID / E2VID+ / FireNet / FireNet+"
     crop_by_default = True  # the official inferences return sensor-size frames
+    default_window_us = (20_000, 40_000)
+    rled_by_default = True
 
     def owns(self, model) -> bool:
         from livenight.model.e2vid import E2VIDRecurrent, FireNet
@@ -190,14 +190,6 @@ class E2VIDFamily(ModelFamily):
 
     def postprocess_from_json(self, config: dict, d: dict) -> E2VIDPostprocess:
         return E2VIDPostprocess(d["unsharp_amount"], d["rescale"], d["robust_percentiles"], d["auto_hdr_median_size"])
-
-    def default_windows(self, meta: dict | None = None, event_indices=None):
-        named = windows_from_meta(meta)
-        if named is not None:
-            return named
-        if event_indices is not None:
-            return RledWindows(event_indices)
-        return TimeWindows(20_000, 40_000)
 
 
 FAMILY = E2VIDFamily()

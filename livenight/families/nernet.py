@@ -14,8 +14,6 @@ import copy
 
 import numpy as np
 
-from livenight.windowing import RledWindows, TimeWindows, windows_from_meta
-
 from .base import ModelFamily
 
 
@@ -62,6 +60,8 @@ class ExactLetcRepresentation:
 class NERNetFamily(ModelFamily):
     name = "nernet"
     title = "NER-Net"
+    default_window_us = (20_000, 40_000)  # ±10 ms every 40 ms: the RLED protocol where no event_indices exist
+    rled_by_default = True
 
     def owns(self, model) -> bool:
         from livenight.model.nernet import NERNet
@@ -101,14 +101,6 @@ class NERNetFamily(ModelFamily):
         from livenight.letc import LetcTable
 
         return LetcRepresentation(LetcTable.from_json(d))
-
-    def default_windows(self, meta: dict | None = None, event_indices=None):
-        named = windows_from_meta(meta)
-        if named is not None:
-            return named
-        if event_indices is not None:
-            return RledWindows(event_indices)
-        return TimeWindows(20_000, 40_000)
 
 
 FAMILY = NERNetFamily()
