@@ -263,6 +263,7 @@ class _Reader:
                     return
                 errors += 1
                 if self.audit is not None:
+                    self.audit.packets += 1
                     self.audit.add("packets", 1, f"packet {self.packets}")
                 if errors > _MAX_CONSECUTIVE_ERRORS:
                     self.corrupt = f"{errors} damaged packets in a row after packet {self.packets} (last: {msg})"
@@ -270,6 +271,8 @@ class _Reader:
                 continue
             errors = 0
             self.packets += 1
+            if self.audit is not None:
+                self.audit.packets += 1
             yield pk
 
 
@@ -660,6 +663,6 @@ class Aedat4Source(SingleUse):
                 audit.warn(stacklevel=3)
 
     def close(self) -> None:
-        self._closed = True
+        self._stop_iteration()  # closes the packet generator: its repair warning comes now, not at GC
         if self.frames is not None:
             self.frames.close()

@@ -888,7 +888,7 @@ class _PropheseeFileSource(SingleUse):
                 audit.warn(category=DecodeWarning, stacklevel=3)
 
     def close(self) -> None:
-        self._closed = True
+        self._stop_iteration()  # closes the packet generator: its repair warning comes now, not at GC
         self._decoder.close()
 
     def __repr__(self) -> str:

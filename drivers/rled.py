@@ -29,7 +29,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from livenight.checks import nonfinite
-from livenight.errors import ShapeError, SourceError, SourceNotFoundError
+from livenight.errors import LivenightError, ShapeError, SourceError, SourceNotFoundError
 from livenight.events import EVENT_DTYPE, EventPacket, check_events, check_sensor_size, concat_events, polarity_to_on
 
 from .base import SingleUse
@@ -37,6 +37,16 @@ from .base import SingleUse
 #: dataset names: the RLED / h5_tools names first, then the legacy h5_tools names
 _EVENT_NAMES = {"x": ("xs", "x"), "y": ("ys", "y"), "t": ("ts", "t"), "p": ("ps", "p")}
 DEFAULT_CHUNK_EVENTS = 1 << 18
+
+
+#: what h5py raises for damaged files (besides its own OSError): KeyError from a broken link or heap, ValueError /
+#: TypeError from a garbled dataspace or datatype, RuntimeError from the C library
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip("'\"")
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _h5py():
@@ -78,6 +88,11 @@ class RledFile:
             raise SourceError(f"{self.path}: truncated or corrupt HDF5 file ({e})") from e
         try:
             self._open(ts_unit, sensor_size)
+        except _H5_ERRORS as e:  # a damaged object header, heap or B-tree surfaces as any of these in h5py
+            self._h5.close()
+            if isinstance(e, LivenightError):
+                raise
+            raise SourceError(f"{self.path}: truncated or corrupt HDF5 file ({_first_line(e)})") from e
         except BaseException:
             self._h5.close()
             raise
@@ -167,9 +182,9 @@ class RledFile:
     def _read(self, ds, i0: int, i1: int) -> np.ndarray:
         try:
             return ds[i0:i1]
-        except (OSError, RuntimeError) as e:
+        except _H5_ERRORS as e:
             raise SourceError(f"{self.path}: cannot read '{ds.name}' events {i0}..{i1} "
-                              f"(truncated or corrupt file: {e})") from e
+                              f"(truncated or corrupt file: {_first_line(e)})") from e
 
     def _list_images(self) -> list[str]:
         if "images" not in self._h5:
@@ -293,13 +308,22 @@ class RledFile:
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` as (H, W) uint8."""
-        return np.asarray(self._h5["images"][self._image_names[i]][()])
+        name = self._image_names[i]
+        try:
+            return np.asarray(self._h5["images"][name][()])
+        except _H5_ERRORS as e:
+            raise SourceError(f"{self.path}: cannot read images/{name} (truncated or corrupt file: "
+                              f"{_first_line(e)})") from e
 
     def image_timestamps_us(self) -> np.ndarray:
         """Exposure-end timestamp of every image, int64 µs (same unit handling as ``events/ts``)."""
         out = np.empty(self.num_images, dtype=np.int64)
         for i, name in enumerate(self._image_names):
-            ts = float(np.asarray(self._h5["images"][name].attrs.get("timestamp", np.nan)).ravel()[0])
+            try:
+                ts = float(np.asarray(self._h5["images"][name].attrs.get("timestamp", np.nan)).ravel()[0])
+            except (*_H5_ERRORS, IndexError) as e:
+                raise SourceError(f"{self.path}: cannot read images/{name} 'timestamp' (truncated or corrupt file: "
+                                  f"{_first_line(e)})") from e
             if not np.isfinite(ts):
                 raise SourceError(f"{self.path}: images/{name} has no 'timestamp' attribute")
             out[i] = round(ts * 1e6) if self.ts_unit == "s" else round(ts)

@@ -76,6 +76,7 @@ class InputAudit:
         self.sensor_size = sensor_size
         self.items = 0
         self.events = 0
+        self.packets = 0  # packets read, damaged ones included (formats made of packets)
         self.counts: dict[str, int] = {}
         self.first_at: dict[str, str] = {}
         self.spikes = 0
@@ -108,9 +109,12 @@ class InputAudit:
         return "; ".join(parts)
 
     def check(self, final: bool = False) -> None:
-        """Raise :class:`SourceError` when the input read so far is mostly implausible."""
+        """Raise :class:`SourceError` when the input read so far is mostly implausible (or, for formats made of
+        packets, when more than the same fraction of the packets was damaged)."""
         enough = self.items >= (MIN_FINAL_ITEMS if final else MIN_ITEMS)
-        if enough and self.bad > GARBAGE_FRACTION * self.items:
+        damaged = self.counts.get("packets", 0)
+        many_packets = self.packets >= (1 if final else 64) and damaged > GARBAGE_FRACTION * self.packets
+        if (enough and self.bad > GARBAGE_FRACTION * self.items) or many_packets:
             self._warned = True  # the error says it all
             raise SourceError(f"{self.what}: the payload does not decode as {self.fmt}: {self.summary()} in the "
                               f"first {self.items} {self.unit}; a corrupt file or the wrong format")
