@@ -14,6 +14,11 @@ Why it is like this:
   ``t`` field of the structured array would copy the whole array first).
 * The consumer releases what it no longer needs (``release(index)``); only events overwritten before release
   count as dropped, so a live viewer that skips to the newest window does not report phantom drops.
+* Latency needs to know when the events of a window reached the host. Every non-empty push also records
+  ``(global index one past its last event, host time)`` in a small circular table (``arrivals`` packets, 4096
+  by default: seconds of history at any packet rate a camera produces), with the same reserve / write / publish
+  order as the events, so :meth:`EventRing.host_time_of` can say when event ``i`` arrived without a lock, or NaN
+  once its packet has left the table.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class EventRing:
 
     Args:
         capacity: number of events kept.
+        arrivals: packets whose host arrival time is kept (for :meth:`host_time_of`).
 
     Example:
         >>> ring = EventRing(1 << 20)
@@ -36,9 +42,11 @@ class EventRing:
         >>> window = ring.read_time(t0_us, t1_us)   # doctest: +SKIP   (consumer thread)
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, arrivals: int = 4096) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive (got {capacity})")
+        if arrivals <= 0:
+            raise ValueError(f"arrivals must be positive (got {arrivals})")
         self.capacity = int(capacity)
         self._ev = np.empty(self.capacity, dtype=EVENT_DTYPE)
         self._evv = self._ev.view(EVENT_VOID)  # memcpy-speed view of the same storage
@@ -53,10 +61,17 @@ class EventRing:
         self._dropped = 0  # written by the producer only
         self._last_t = np.iinfo(np.int64).min
         self.t_end_us: int | None = None  # producer: the end of the newest packet's time range
+        # per packet: global index one past its last event, and its host arrival time (monotonic seconds)
+        self._arr_cap = int(arrivals)
+        self._arr_end = np.zeros(self._arr_cap, dtype=np.int64)
+        self._arr_host = np.zeros(self._arr_cap, dtype=np.float64)
+        self._arr_count = 0  # producer: entries published
+        self._arr_reserved = 0  # producer: entries being written (>= _arr_count)
 
     # ------------------------------------------------------------------ producer side
-    def push(self, events: np.ndarray, t_end_us: int | None = None) -> None:
-        """Append time-sorted events (never blocks). ``t_end_us``: end of the time range they cover."""
+    def push(self, events: np.ndarray, t_end_us: int | None = None, host_time_s: float | None = None) -> None:
+        """Append time-sorted events (never blocks). ``t_end_us``: end of the time range they cover;
+        ``host_time_s``: when they reached the host (``time.monotonic()``), for :meth:`host_time_of`."""
         n = int(events.shape[0])
         if n:
             if int(events["t"][0]) < self._last_t:
@@ -88,10 +103,19 @@ class EventRing:
                 self._t[: n - first] = t[first:]
             self._head = new_head
             self._last_t = int(events["t"][-1])
+            if host_time_s is not None:
+                self._record_arrival(new_head, host_time_s)
         if t_end_us is not None:
             self.t_end_us = int(t_end_us)
         elif n:
             self.t_end_us = self._last_t + 1
+
+    def _record_arrival(self, end_index: int, host_time_s: float) -> None:
+        k = self._arr_count
+        self._arr_reserved = k + 1  # announce before writing: a reader of entry k - cap sees it may be gone
+        self._arr_end[k % self._arr_cap] = end_index
+        self._arr_host[k % self._arr_cap] = host_time_s
+        self._arr_count = k + 1
 
     def _unreleased_lost(self, new_head: int, old_head: int, cap: int) -> int:
         """How many stored, not-yet-released events writing up to ``new_head`` overwrites."""
@@ -208,6 +232,31 @@ class EventRing:
         if older.size and t_us <= older[-1]:
             return lo + int(np.searchsorted(older, t_us, side="left"))
         return lo + older.size + int(np.searchsorted(self._t[:b], t_us, side="left"))
+
+    def host_time_of(self, index: int) -> float:
+        """Host arrival time (``time.monotonic()`` seconds) of the packet that carried event ``index``; NaN when that
+        packet pushed no host time, is not pushed yet, or is older than the arrivals table."""
+        count, cap = self._arr_count, self._arr_cap
+        lo = max(0, count - cap)
+        if count <= lo:
+            return float("nan")
+        a, b = lo % cap, count % cap
+        if b > a:  # entries lo..count-1 lie in order in [a, b)
+            k = lo + int(np.searchsorted(self._arr_end[a:b], index, side="right"))
+        else:  # wrapped: [a, cap) holds the older entries, [0, b) the newer
+            older = self._arr_end[a:]
+            if older.size and index < older[-1]:
+                k = lo + int(np.searchsorted(older, index, side="right"))
+            else:
+                k = lo + older.size + int(np.searchsorted(self._arr_end[:b], index, side="right"))
+        if k >= count or (k == lo and lo > 0):  # not pushed yet, or its packet may have left the table
+            return float("nan")
+        host = float(self._arr_host[k % cap])
+        start = int(self._arr_end[(k - 1) % cap]) if k > 0 else 0
+        end = int(self._arr_end[k % cap])
+        if self._arr_reserved - cap > max(0, k - 1) or not start <= index < end:  # overwritten while we looked
+            return float("nan")
+        return host
 
     def read_time(self, t0_us: int, t1_us: int) -> tuple[np.ndarray, int, int]:
         """Events with ``t0_us <= t < t1_us`` and their global index range ``(events, i0, i1)``."""

@@ -119,3 +119,40 @@ def test_a_recording_shorter_than_one_window_still_gives_one_partial_frame():
     assert stats.frames == 1
     np.testing.assert_array_equal(eng.windows[0].events, ev)
     assert eng.windows[0].t0_us == int(ev["t"][0]) and eng.windows[0].t1_us == int(ev["t"][0]) + 40_000
+
+
+def _with_host_times(packets, base_s):
+    """The same packets, each stamped with its own host arrival time base_s + k ms."""
+    return [EventPacket(p.events, p.t_start_us, p.t_end_us, base_s + 1e-3 * k, p.sensor_size)
+            for k, p in enumerate(packets)]
+
+
+@pytest.mark.parametrize("policy", [TimeWindows(10_000, 10_000), CountWindows(2_500)])
+def test_live_frames_carry_the_arrival_of_the_last_event_of_their_window(policy):
+    # GIVEN packets whose host arrival times are known (1 ms apart) and a live pipeline
+    _, packets = _packets(span_us=300_000)
+    packets = _with_host_times(packets, time.monotonic() - 5.0)
+    ends = np.cumsum([len(p) for p in packets])  # global index one past each packet's last event
+    frames = []
+    with CountingEngine() as eng:
+        stats = Pipeline(packets, (32, 24), eng, policy, live=True, on_frame=frames.append).run()
+    # THEN each frame's host time is that of the packet holding its window's last event (not the newest packet)
+    assert frames and len(frames) == len(eng.windows)
+    for w, f in zip(eng.windows, frames):
+        owner = int(np.searchsorted(ends, w.i1 - 1, side="right"))
+        assert f.host_time_s == packets[owner].host_time_s
+    # and the summary reports one latency per frame, from that arrival
+    assert len(stats.latency_s) == stats.frames == len(frames)
+    assert min(stats.latency_s) >= 5.0 - 1e-3 * len(packets) - 1e-6
+    assert "latency p50" in stats.summary()
+
+
+def test_unpaced_replays_report_throughput_not_latency():
+    _, packets = _packets(span_us=200_000)
+    frames = []
+    with CountingEngine() as eng:
+        stats = Pipeline(_with_host_times(packets, time.monotonic() - 8.0), (32, 24), eng,
+                         TimeWindows(10_000, 10_000), on_frame=frames.append).run()
+    assert stats.frames == len(frames) == 20
+    assert all(f.host_time_s == 0.0 for f in frames) and len(stats.latency_s) == 0
+    assert "latency" not in stats.summary() and "frames/s" in stats.summary()

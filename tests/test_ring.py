@@ -487,3 +487,52 @@ def test_reads_racing_the_producer_never_return_overwritten_events():
     assert stats["reads"] > 50
     assert stats["bad"] == 0, f"{stats['bad']} of {stats['reads']} reads returned overwritten events"
     assert ring.dropped_events == n - capacity  # nothing was ever released
+
+
+# ---------------------------------------------------------------------------------------------- host arrival times
+def _arrival_packets(n_packets: int, seed: int = 3) -> list[tuple[np.ndarray, float]]:
+    """Packets of 1..50 events with distinct host times 100.0, 100.5, 101.0, ..."""
+    rng = np.random.default_rng(seed)
+    out, t = [], 0
+    for k in range(n_packets):
+        n = int(rng.integers(1, 51))
+        ev = np.zeros(n, dtype=EVENT_DTYPE)
+        ev["t"] = t + np.arange(n)
+        t += n
+        out.append((ev, 100.0 + 0.5 * k))
+    return out
+
+
+@pytest.mark.parametrize("arrivals", [1000, 7])
+def test_host_time_of_names_the_packet_that_carried_each_event(arrivals):
+    ring = EventRing(1 << 16, arrivals=arrivals)
+    packets = _arrival_packets(40)
+    owner = np.concatenate([np.full(len(ev), host) for ev, host in packets])  # host time of every event
+    for ev, host in packets:
+        ring.push(ev, host_time_s=host)
+    n = owner.size
+    got = np.array([ring.host_time_of(i) for i in range(n)])
+    # the last `arrivals` packets are known exactly; older ones (and the packet straddling the edge) are NaN
+    kept = sum(len(ev) for ev, _ in packets[-(arrivals - 1):]) if arrivals < 40 else n
+    np.testing.assert_array_equal(got[n - kept:], owner[n - kept:])
+    assert np.isnan(got[: n - sum(len(ev) for ev, _ in packets[-arrivals:])]).all()
+    assert np.isnan(ring.host_time_of(n)) and np.isnan(ring.host_time_of(n + 100))  # not pushed yet
+
+
+def test_host_time_is_kept_across_table_wraps_at_every_offset():
+    ring = EventRing(1 << 12, arrivals=5)
+    for k, (ev, host) in enumerate(_arrival_packets(23)):
+        ring.push(ev, host_time_s=host)
+        assert ring.host_time_of(ring.head - 1) == host  # the newest event always resolves, whatever the wrap
+        assert ring.host_time_of(ring.head - len(ev)) == host
+
+
+def test_pushes_without_a_host_time_record_nothing():
+    ring = EventRing(1 << 10)
+    ev = np.zeros(10, dtype=EVENT_DTYPE)
+    ring.push(ev)
+    assert np.isnan(ring.host_time_of(0))
+    ring.push(np.zeros(0, dtype=EVENT_DTYPE), t_end_us=5, host_time_s=1.0)  # an empty packet carries no event
+    assert np.isnan(ring.host_time_of(9))
+    with pytest.raises(ValueError, match="arrivals must be positive"):
+        EventRing(16, arrivals=0)
