@@ -13,6 +13,11 @@ Why it is like this:
   arrives later than that anyway is still delivered, inside the next packet, and counted in ``late_events``.
 * Before the first event the sensor clock is unknown, so idle packets are empty and zero-length at ``t = 0``;
   they only let the consumer loop run (stop checks). The first packet with events starts at its first event.
+* **Nothing is lost before the first iteration.** A camera or server starts sending when it is opened, but the
+  pipeline iterates only once its engine is ready (loading a model takes seconds). :class:`ConnectBuffer` drains
+  the device on a thread from the moment it is opened until iteration begins; the first packets of the
+  iteration are those batches, with their original arrival times. It holds at most ``max_events`` (the oldest
+  are dropped and counted beyond that), and says how many events it received and dropped.
 * :class:`LatestFrames` keeps the newest ``keep`` reference images with *stable* indices (frame i stays frame
   i), because the pipeline looks a frame up by time in one call and fetches it in the next while the capture
   thread keeps adding: ``t_us`` grows (8 bytes per frame), images of evicted frames read as ``None``.
@@ -21,6 +26,9 @@ Why it is like this:
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
+from typing import Callable
 
 import numpy as np
 
@@ -151,3 +159,82 @@ class LatestFrames:
             if not 0 <= i < n:
                 raise IndexError(f"frame {i} out of range (0..{n - 1})")
             return self._images.get(i)
+
+
+class ConnectBuffer:
+    """Drain a live device from the moment it is opened until iteration starts (see the module doc).
+
+    Args:
+        poll: returns the next raw batch or ``None`` (never blocks), e.g. ``reader.getNextEventBatch``.
+        convert: raw batch -> :data:`EVENT_DTYPE` array (may raise; the error is re-raised by :meth:`stop`).
+        running: False once the device is gone (the thread then ends; iteration reports the disconnect).
+        extra: called after each poll on the same thread (e.g. draining APS frames), or None.
+        max_events: most events held; beyond that the oldest batches are dropped and counted.
+
+    Attributes:
+        received_events: events converted while buffering. dropped_events: of those, dropped for lack of room.
+    """
+
+    def __init__(self, poll: Callable[[], object], convert: Callable[[object], np.ndarray],
+                 running: Callable[[], bool], extra: Callable[[], None] | None = None,
+                 max_events: int = 50_000_000, poll_interval_s: float = 0.001,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._poll, self._convert, self._running, self._extra = poll, convert, running, extra
+        self.max_events = int(max_events)
+        self._interval = float(poll_interval_s)
+        self._clock = clock
+        self._batches: deque[tuple[np.ndarray, float]] = deque()
+        self._held = 0
+        self.received_events = 0
+        self.dropped_events = 0
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="livenight-connect-buffer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                running = self._running()
+                raw = self._poll()
+                if self._extra is not None:
+                    self._extra()
+                if raw is None:
+                    if not running:
+                        return
+                    self._stop.wait(self._interval)
+                    continue
+                ev = self._convert(raw)
+                if ev.shape[0] == 0:
+                    continue
+                self._batches.append((ev, self._clock()))
+                self._held += int(ev.shape[0])
+                self.received_events += int(ev.shape[0])
+                while self._held > self.max_events and len(self._batches) > 1:
+                    old, _ = self._batches.popleft()
+                    self._held -= int(old.shape[0])
+                    self.dropped_events += int(old.shape[0])
+        except BaseException as e:  # re-raised by stop(), on the iterating thread
+            self._error = e
+
+    def stop(self) -> list[tuple[np.ndarray, float]]:
+        """Stop draining and hand over what was received, oldest first, as ``(events, host_time_s)``."""
+        self._stop.set()
+        self._thread.join()
+        out = list(self._batches)
+        self._batches.clear()
+        self._held = 0
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return out
+
+
+def delivery_note(source) -> str:
+    """``received N events, delivered M`` (+ dropped while waiting), for disconnect messages."""
+    received, delivered = source.received_events, source.delivered_events
+    dropped = source.dropped_events
+    text = f"received {received} events, delivered {delivered} in packets"
+    if dropped:
+        text += f", dropped {dropped} that waited for the first iteration beyond the buffer"
+    return text

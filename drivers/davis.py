@@ -12,6 +12,10 @@ Why it is like this:
   not a silent no-op.
 * **Frames.** APS frames (DAVIS) are kept as reference frames, newest ``keep_frames`` only, with exposure-end
   timestamps (``Frame.timestamp`` is the exposure begin in dv-processing).
+* **Nothing is lost while the engine loads.** A camera streams from the moment it is opened; a
+  :class:`~livenight.drivers._live.ConnectBuffer` drains it until the first iteration, whose first packets are
+  those events (``received_events`` / ``dropped_events`` / ``delivered_events`` count them). On by default for
+  real cameras; a test double passed as ``camera=`` opts in with ``buffer_from_connect=True``.
 * **Unplugging.** ``isRunning()`` turns False when the device goes away. Everything already received is drained
   and yielded, then iteration raises ``SourceError("camera … disconnected")``.
 * **Testability.** ``camera=`` takes an already opened camera object (or a zero-argument factory returning one),
@@ -34,7 +38,7 @@ from livenight.errors import DeviceNotFoundError, SourceError
 from livenight.events import EventPacket
 
 from ._dv import dv_module, exposure_us, frame_to_grey, store_to_events
-from ._live import LatestFrames, LivePacketizer
+from ._live import ConnectBuffer, LatestFrames, LivePacketizer, delivery_note
 from .base import SingleUse
 
 #: URI name -> the dv CameraModel names that match it (None: any model)
@@ -130,6 +134,7 @@ class DavisSource(SingleUse):
                  time_interval_us: int | None = 1_000, hw_ba_filter_us: int | None = None,
                  hw_refractory_us: int | None = None, noise_filter: bool = False, noise_filter_us: int = 2_000,
                  hot_pixels: Iterable[tuple[int, int]] = (), keep_frames: int = 8,
+                 buffer_from_connect: bool | None = None, buffer_events: int = 50_000_000,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         if kind not in _MODELS:
             raise ValueError(f"kind must be one of {', '.join(_MODELS)} (got {kind!r})")
@@ -141,6 +146,8 @@ class DavisSource(SingleUse):
         self._clock, self._sleep = clock, sleep
         self._closed = False
         self._dv = dv_module("live iniVation cameras")
+        if buffer_from_connect is None:
+            buffer_from_connect = camera is None
         if camera is None:
             camera = self._open_real(kind, serial)
         elif callable(camera) and not hasattr(camera, "getNextEventBatch"):
@@ -161,6 +168,26 @@ class DavisSource(SingleUse):
             self._frame_size = (int(fres[0]), int(fres[1]))
         self.event_indices = None  # the RLED protocol needs a recording; live frames arrive after their events
         self._packetizer = LivePacketizer(self.sensor_size, f"camera {self.name}", idle_lag_us)
+        self._received_live = 0
+        self._buffer = (ConnectBuffer(camera.getNextEventBatch, self._convert, camera.isRunning,
+                                      extra=lambda: self._poll_frames(camera), max_events=buffer_events,
+                                      poll_interval_s=self.poll_interval_s, clock=clock)
+                        if buffer_from_connect else None)
+
+    @property
+    def received_events(self) -> int:
+        """Events received from the camera (after the software filters), including any dropped while waiting."""
+        return (self._buffer.received_events if self._buffer else 0) + self._received_live
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped before the first iteration because more than ``buffer_events`` were waiting."""
+        return self._buffer.dropped_events if self._buffer else 0
+
+    @property
+    def delivered_events(self) -> int:
+        """Events handed out in packets."""
+        return self._packetizer.num_events
 
     # ---------------------------------------------------------------- opening
     def _open_real(self, kind: str, serial: str | None):
@@ -231,12 +258,19 @@ class DavisSource(SingleUse):
     def _packets(self) -> Iterator[EventPacket]:
         cam, pk, clock = self._camera, self._packetizer, self._clock
         last_yield = clock()
+        for ev, host_time_s in (self._buffer.stop() if self._buffer else ()):  # what came before iterating
+            pkt = pk.add(ev, host_time_s)
+            if pkt is not None:
+                last_yield = pkt.host_time_s
+                yield pkt
         while not self._closed:
             running = cam.isRunning()  # read before polling, so data that came before a disconnect is drained
             store = cam.getNextEventBatch()
             self._poll_frames(cam)
             if store is not None:
-                pkt = pk.add(self._convert(store), clock())
+                ev = self._convert(store)
+                self._received_live += int(ev.shape[0])
+                pkt = pk.add(ev, clock())
                 if pkt is None and clock() - last_yield >= self.idle_timeout_s:
                     pkt = pk.idle(clock())  # batches keep coming but yield nothing (all filtered, one long run)
                 if pkt is not None:
@@ -245,8 +279,8 @@ class DavisSource(SingleUse):
                 continue
             if not running:
                 yield from self._drain(cam)
-                raise SourceError(f"camera {self.name} disconnected after {pk.num_events} events (unplugged or "
-                                  "lost power?); everything received was delivered")
+                raise SourceError(f"camera {self.name} disconnected (unplugged or lost power?); "
+                                  f"{delivery_note(self)}")
             now = clock()
             if now - last_yield >= self.idle_timeout_s:
                 last_yield = now
@@ -260,7 +294,9 @@ class DavisSource(SingleUse):
             store = cam.getNextEventBatch()
             if store is None:
                 break
-            pkt = pk.add(self._convert(store), self._clock())
+            ev = self._convert(store)
+            self._received_live += int(ev.shape[0])
+            pkt = pk.add(ev, self._clock())
             if pkt is not None:
                 yield pkt
         self._poll_frames(cam)
@@ -275,5 +311,10 @@ class DavisSource(SingleUse):
 
     def close(self) -> None:
         """Stop iterating and release the camera (dv closes the USB device when the object is freed)."""
+        if self._buffer is not None:
+            try:
+                self._buffer.stop()
+            except Exception:  # noqa: BLE001 - closing: a conversion error of unread data no longer matters
+                pass
         self._stop_iteration()  # closing the generator drops its reference to the camera
         self._camera = None

@@ -7,6 +7,10 @@ Why it is like this:
   ``idle_timeout_s`` without data, ending at the lagged sensor-clock estimate (:mod:`livenight.drivers._live`).
 * ``isRunning()`` turns False when the server goes away. Whatever already arrived is drained and yielded, then
   iteration raises ``SourceError("… server disconnected …")``.
+* **Nothing is lost while the engine loads.** Events are drained from the moment of connection by a
+  :class:`~livenight.drivers._live.ConnectBuffer` and handed over as the first packets of the iteration;
+  ``received_events``, ``dropped_events`` (only if more than ``buffer_events`` waited) and ``delivered_events``
+  give the closing message its numbers.
 * dv's reader wants a numeric address, so the host name is resolved here first. The connection is made in the
   constructor; a refused port fails at once with :class:`NetworkSourceError` (a ``SourceError`` that is also a
   ``ConnectionError``). An unreachable host blocks inside dv-processing until the operating system's TCP
@@ -29,7 +33,7 @@ from livenight.errors import SourceError
 from livenight.events import EventPacket
 
 from ._dv import dv_module, store_to_events
-from ._live import LivePacketizer
+from ._live import ConnectBuffer, LivePacketizer, delivery_note
 from .base import SingleUse
 
 
@@ -81,8 +85,8 @@ class NetworkSource(SingleUse):
     is_live = True
 
     def __init__(self, host: str, port: int, *, idle_timeout_s: float = 0.05, idle_lag_us: int = 20_000,
-                 poll_interval_s: float = 0.001, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 poll_interval_s: float = 0.001, buffer_events: int = 50_000_000,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         if idle_timeout_s <= 0:
             raise ValueError(f"idle_timeout_s must be positive (got {idle_timeout_s})")
         self.uri = f"tcp://{host}:{port}" if ":" not in host else f"tcp://[{host}]:{port}"
@@ -110,6 +114,27 @@ class NetworkSource(SingleUse):
         self.frames = None
         self.event_indices = None
         self._packetizer = LivePacketizer(self.sensor_size, self.uri, idle_lag_us)
+        self._received_live = 0
+        self._buffer = ConnectBuffer(reader.getNextEventBatch, self._convert, reader.isRunning,
+                                     max_events=buffer_events, poll_interval_s=self.poll_interval_s, clock=clock)
+
+    def _convert(self, store):
+        return store_to_events(store, self.sensor_size, self.uri)
+
+    @property
+    def received_events(self) -> int:
+        """Events received from the server so far (including any dropped while waiting for the first iteration)."""
+        return self._buffer.received_events + self._received_live
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped before the first iteration because more than ``buffer_events`` were waiting."""
+        return self._buffer.dropped_events
+
+    @property
+    def delivered_events(self) -> int:
+        """Events handed out in packets."""
+        return self._packetizer.num_events
 
     @classmethod
     def from_uri(cls, uri: str, **options) -> "NetworkSource":
@@ -120,11 +145,18 @@ class NetworkSource(SingleUse):
     def _packets(self) -> Iterator[EventPacket]:
         reader, pk, clock = self._reader, self._packetizer, self._clock
         last_yield = clock()
+        for ev, host_time_s in self._buffer.stop():  # what arrived between connecting and now, first
+            pkt = pk.add(ev, host_time_s)
+            if pkt is not None:
+                last_yield = pkt.host_time_s
+                yield pkt
         while not self._closed:
             running = reader.isRunning()  # read before polling, so data that came before a disconnect is drained
             store = reader.getNextEventBatch()
             if store is not None:
-                pkt = pk.add(store_to_events(store, self.sensor_size, self.uri), clock())
+                ev = self._convert(store)
+                self._received_live += int(ev.shape[0])
+                pkt = pk.add(ev, clock())
                 if pkt is None and clock() - last_yield >= self.idle_timeout_s:
                     pkt = pk.idle(clock())  # batches keep coming but yield nothing (all filtered, one long run)
                 if pkt is not None:
@@ -133,14 +165,15 @@ class NetworkSource(SingleUse):
                 continue
             if not running:
                 while (store := reader.getNextEventBatch()) is not None:
-                    pkt = pk.add(store_to_events(store, self.sensor_size, self.uri), clock())
+                    ev = self._convert(store)
+                    self._received_live += int(ev.shape[0])
+                    pkt = pk.add(ev, clock())
                     if pkt is not None:
                         yield pkt
                 last = pk.flush(clock())
                 if last is not None:
                     yield last
-                raise SourceError(f"{self.uri}: the server disconnected after {pk.num_events} events; everything "
-                                  "received was delivered")
+                raise SourceError(f"{self.uri}: the server disconnected; {delivery_note(self)}")
             now = clock()
             if now - last_yield >= self.idle_timeout_s:
                 last_yield = now
@@ -154,5 +187,9 @@ class NetworkSource(SingleUse):
 
     def close(self) -> None:
         """Disconnect (the client side of dv's stream closes without the server-side hang)."""
+        try:
+            self._buffer.stop()
+        except Exception:  # noqa: BLE001 - closing: a conversion error of unread data no longer matters
+            pass
         self._stop_iteration()
         self._reader = None

@@ -361,6 +361,35 @@ def test_network_loopback_receives_everything_then_reports_the_disconnect(tmp_pa
 
 
 @needs_dv
+def test_network_events_sent_before_the_first_iteration_are_delivered(tmp_path):
+    # GIVEN a server that sends everything right after the client connects, then goes away
+    port = free_port()
+    sent_path = tmp_path / "sent.npy"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(port), str(sent_path), "exit"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 25
+    try:
+        with connect(f"tcp://localhost:{port}", deadline, idle_timeout_s=0.02) as src:
+            # WHEN iteration starts only after all of it was sent (a model loading for seconds)
+            while not sent_path.exists() or proc.poll() is None:
+                assert time.monotonic() < deadline, "the writer never finished"
+                time.sleep(0.05)
+            packets = []
+            with pytest.raises(SourceError, match="server disconnected") as info:
+                for p in src:
+                    packets.append(p)
+            # THEN every event arrives, in order, and the counts say so
+            sent = np.load(sent_path)
+            np.testing.assert_array_equal(concat(packets), make_events(sent["timestamp"], sent["x"], sent["y"],
+                                                                       sent["polarity"]))
+            assert src.received_events == src.delivered_events == 16_000 and src.dropped_events == 0
+            assert "received 16000 events, delivered 16000" in str(info.value)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+@needs_dv
 def test_network_refused_port_is_a_one_line_connection_error():
     port = free_port()  # nothing listens there
     t = time.monotonic()
@@ -521,7 +550,33 @@ def test_davis_disconnect_delivers_buffered_data_before_the_error_mock_camera():
     with DavisSource(camera=lambda: cam, clock=clock, sleep=clock.sleep) as src:
         packets, err = collect_until_error(src)
     np.testing.assert_array_equal(concat(packets), np.concatenate([store_events(s) for s in stores]))
-    assert "camera DAVIS346_00000042 disconnected after 9000 events" in str(err)
+    assert "camera DAVIS346_00000042 disconnected" in str(err) and "received 9000 events, delivered 9000" in str(err)
+
+
+@needs_dv
+@pytest.mark.parametrize("cap, delivered", [(50_000_000, 9000), (3000, 3000)])
+def test_davis_events_before_the_first_iteration_are_buffered_mock_camera(cap, delivered):
+    # GIVEN a camera that sends three batches right after it is opened
+    stores = generated_stores(3)
+    cam = MockCamera(list(stores))
+    clock = FakeClock()
+    with DavisSource(camera=cam, clock=clock, sleep=clock.sleep, buffer_from_connect=True,
+                     buffer_events=cap) as src:
+        # WHEN iteration starts only after the camera was drained (the engine took its time)
+        deadline = time.monotonic() + 10
+        while cam.script:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        packets = []
+        for p in src:
+            packets.append(p)
+            if src.delivered_events >= delivered or len(packets) > 1000:
+                break
+        # THEN nothing is lost (or, past the buffer's cap, the oldest are dropped and counted)
+        want = np.concatenate([store_events(s) for s in stores])[-delivered:]
+        np.testing.assert_array_equal(concat(packets), want)
+        assert src.received_events == 9000 and src.dropped_events == 9000 - delivered
+        assert src.delivered_events == delivered
 
 
 @needs_dv
