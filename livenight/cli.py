@@ -445,6 +445,9 @@ def run_eval(args) -> int:
             rows.append(scores)
             print(f"{scores.name}: {scores.frames} frames  MSE {scores.mean('mse'):.5f}  SSIM {scores.mean('ssim'):.4f}"
                   + (f"  LPIPS {scores.mean('lpips'):.4f}" if scores.lpips else "") + f"  {scores.fps:.2f} frames/s")
+            print(f"{scores.name}: percentile-normalised: SSIM on active pixels {scores.mean('ssim_active'):.4f} "
+                  f"({len(scores.ssim_active)} frames)  full-frame SSIM {scores.mean('ssim_norm'):.4f}  "
+                  f"MSE {scores.mean('mse_norm'):.5f}")
     if len(rows) > 1:
         import numpy as np
 
@@ -598,7 +601,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def run_train_command(args) -> int:
-    from .train import run_train
+    from .training import run_train
 
     result = run_train(args.config, resume=args.resume, overrides=args.set or None)
     if result.get("rank", 0) == 0:
@@ -618,7 +621,7 @@ def _prepare_parser() -> argparse.ArgumentParser:
 
 
 def run_prepare_command(args) -> int:
-    from .train import run_prepare
+    from .training import run_prepare
 
     r = run_prepare(args.data_dir, args.out)
     print(f"livenight: prepared {r['prepared']} recordings ({r['skipped']} up to date) in {r['out_dir']}")

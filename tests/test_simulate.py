@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from livenight import simulate as sim_mod
+from livenight.simulate import night as sim_mod
 from livenight.events import EVENT_DTYPE, check_events
 from livenight.simulate import DvsParams, NightScene, SimResult, simulate_night, write_night
 

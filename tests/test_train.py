@@ -18,7 +18,7 @@ from livenight.events import EVENT_DTYPE
 from livenight.letc import official_times
 from livenight.model.checkpoint import load_model
 from livenight.simulate import write_night
-from livenight.train import (ArrayRecording, Augment, H5Recording, MemmapRecording, SequenceDataset,
+from livenight.training import (ArrayRecording, Augment, H5Recording, MemmapRecording, SequenceDataset,
                              StepBatchSampler, TrainConfig, Trainer, load_config, prepare, run_train, ssim,
                              synthetic_params, train, warp)
 
@@ -185,7 +185,7 @@ def test_prepared_memmap_gives_the_same_sequences_as_h5(rled_dir, tmp_path):
                 np.testing.assert_array_equal(ca, cb)
                 assert ca.dtype == cb.dtype
     # the data loader finds prepared folders through their parent folder too
-    from livenight.train import open_recordings
+    from livenight.training import open_recordings
 
     assert sorted(r.name for r in open_recordings([str(tmp_path / "mm")])) == ["a", "b"]
     both = open_recordings([str(tmp_path / "mm"), str(rled_dir / "train" / "*.h5")])

@@ -58,14 +58,35 @@ class NERNetConfig(UNetPadding):
     gcb_ratio: int = 4
     sensor_size: tuple[int, int] = (346, 260)  # (width, height) of the LETC grid (unpadded)
     arch: str = field(default="NERNet")
+    # Speed options (the defaults are the official architecture and keep its state_dict byte-identical):
+    # stem_stride s > 1 folds each s×s block of the representation into channels (pixel unshuffle: no event is
+    # dropped) before the head convolution, so the whole recurrent U-Net runs at 1/s resolution; the prediction
+    # layer outputs s² channels that a pixel shuffle turns back into the full-resolution image.
+    stem_stride: int = 1
+    pred_kernel: int = 1  # kernel of the prediction convolution (the official network: 1×1)
+    letc_cnn: bool = True  # False: no full-resolution LETC CNN (the quantised grid goes straight to the U-Net)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.letc_cnn, bool):
+            raise ValueError(f"NERNetConfig.letc_cnn must be true or false (got {self.letc_cnn!r})")
+        for name in ("stem_stride", "pred_kernel"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"NERNetConfig.{name} must be an integer >= 1 (got {v!r})")
+        if self.pred_kernel % 2 == 0:
+            raise ValueError(f"NERNetConfig.pred_kernel must be odd (got {self.pred_kernel})")
 
     @property
     def in_channels(self) -> int:
         return 2 * self.num_bins
 
+    @property
+    def pad_multiple(self) -> int:
+        return 2 ** self.num_encoders * self.stem_stride
+
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the recurrent state tensors, in the order of the state tuple."""
-        wp, hp = self.padded_size
+        wp, hp = (v // self.stem_stride for v in self.padded_size)
         hs = {f"h{i}": (batch, self.base_channels * 2 ** (i + 1), hp >> (i + 1), wp >> (i + 1))
               for i in range(self.num_encoders)}
         cs = {f"c{i}": shape for i, shape in enumerate(hs.values())}
@@ -150,7 +171,8 @@ class LETC(nn.Module):
     def __init__(self, cfg: NERNetConfig) -> None:
         super().__init__()
         self.quantization_layer = QuantizationLayer(cfg)
-        self.ConvLayer = RepresentationCNN(cfg.in_channels, cfg.rep_channels)
+        if cfg.letc_cnn:
+            self.ConvLayer = RepresentationCNN(cfg.in_channels, cfg.rep_channels)
 
 
 # ----------------------------------------------------------------------------------------------- U-Net parts
@@ -253,7 +275,8 @@ class RecurrentUNet(nn.Module):
         super().__init__()
         b, k, n_enc = cfg.base_channels, cfg.kernel_size, cfg.num_encoders
         self.num_encoders = n_enc
-        self.head = ConvLayer(cfg.in_channels, b, k, 1, k // 2)
+        self.stem_stride = s = cfg.stem_stride
+        self.head = ConvLayer(cfg.in_channels * s * s, b, k, 1, k // 2)
         self.encoders = nn.ModuleList(EncoderLevel(b * 2 ** i, b * 2 ** (i + 1), k, cfg.gcb_ratio)
                                       for i in range(n_enc))
         deep = b * 2 ** n_enc
@@ -261,11 +284,13 @@ class RecurrentUNet(nn.Module):
         self.decoders = nn.ModuleList(UpsampleConvLayer(deep >> j, deep >> (j + 1), k) for j in range(n_enc))
         self.m_t_UpsampleLayer = nn.ModuleList(UpsampleConvLayer(deep >> j, deep >> (j + 1), k)
                                                for j in range(n_enc))
-        self.pred = ConvLayer(b, 1, 1, relu=False)
+        self.pred = ConvLayer(b, s * s, cfg.pred_kernel, padding=cfg.pred_kernel // 2, relu=False)
 
     def forward(self, v: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         n = self.num_encoders
         hs, cs, m = list(state[:n]), list(state[n:2 * n]), state[2 * n]
+        if self.stem_stride > 1:
+            v = F.pixel_unshuffle(v, self.stem_stride)
         head = self.head(v)
         x = head
         ms = []
@@ -282,6 +307,8 @@ class RecurrentUNet(nn.Module):
         for j, dec in enumerate(self.decoders):
             x = dec(x + hs[n - 1 - j])
         img = self.pred(x + head)
+        if self.stem_stride > 1:
+            img = F.pixel_shuffle(img, self.stem_stride)
         return img, (*hs, *cs, mm)
 
 
@@ -318,6 +345,6 @@ class NERNet(nn.Module):
         return self.representation.quantization_layer(x, y, t, p)
 
     def forward(self, grid: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        v = self.representation.ConvLayer(grid)
+        v = self.representation.ConvLayer(grid) if self.cfg.letc_cnn else grid
         v = F.pad(v, self.cfg.padding())
         return self.unetrecurrent(v, tuple(state))

@@ -72,8 +72,8 @@ from os import PathLike
 
 import numpy as np
 
-from ._optional import require
-from .events import EVENT_DTYPE
+from .._optional import require
+from ..events import EVENT_DTYPE
 
 __all__ = ["NightScene", "DvsParams", "SimResult", "simulate_night", "write_night"]
 
@@ -443,6 +443,52 @@ def _chunk_kernel(p_start, p_end, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, s
     return p_end, n
 
 
+def _video_kernel(p_start, p_end, width, cur, t_steps, tau_ref, max_dlog, refr, cap,
+                  lf, lref, tlast, lin, con, coff, mean_cur, ev_t, ev_x, ev_y, ev_p, n):
+    """Like :func:`_chunk_kernel`, but the photocurrent of every pixel and step is given: ``cur[k, p]`` at
+    ``t_steps[k + 1]`` (a rendered video, :mod:`livenight.simulate.natural`). Same state arrays, same return."""
+    n_steps = cur.shape[0]
+    capacity = ev_t.shape[0]
+    for p in range(p_start, p_end):
+        if n + n_steps * cap > capacity:
+            return p, n
+        y = p // width
+        x = p - y * width
+        s_lf = np.float64(lf[p])
+        s_lref = np.float64(lref[p])
+        s_tl = tlast[p]
+        s_lin = np.float64(lin[p])
+        s_con = np.float64(con[p])
+        s_coff = np.float64(coff[p])
+        acc = 0.0
+        for k in range(n_steps):
+            c1 = np.float64(cur[k, p])
+            l1 = math.log(c1)
+            acc += c1
+            if abs(l1 - s_lin) <= max_dlog:
+                kk = (t_steps[k + 1] - t_steps[k]) * c1
+                lf_new = s_lf + kk / (tau_ref + kk) * (l1 - s_lf)
+                d0 = s_lf - s_lref
+                d1 = lf_new - s_lref
+                if -s_coff < d0 < s_con and -s_coff < d1 < s_con:
+                    s_lf = lf_new
+                    s_lin = l1
+                    continue
+            n0 = n
+            s_lf, s_lref, s_tl, n = _advance_pixel(s_lf, s_lref, s_tl, s_lin, l1, c1, t_steps[k], t_steps[k + 1],
+                                                   s_con, s_coff, refr, tau_ref, max_dlog, cap, ev_t, ev_p, n)
+            for q in range(n0, n):
+                ev_x[q] = x
+                ev_y[q] = y
+            s_lin = l1
+        lf[p] = s_lf
+        lref[p] = s_lref
+        tlast[p] = s_tl
+        lin[p] = s_lin
+        mean_cur[p] = acc / n_steps if n_steps > 0 else mean_cur[p]
+    return p_end, n
+
+
 def _render_kernel(out_r, out_e, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y):
     """Render reflectance and emission of the whole view at step ``k`` of the given motion arrays."""
     height, width = out_r.shape
@@ -470,6 +516,7 @@ def _trace_kernel(log_in, cur_in, t_us, con, coff, refr, tau_ref, max_dlog, cap,
 #: (name, inline): helpers are inlined at numba-IR level; called as real functions, the array arguments would be
 #: reference-counted on every call (atomic operations), costing ~100 ns per pixel and step.
 _JIT_NAMES = (("_texture_at", True), ("_scene_at", True), ("_advance_pixel", True), ("_chunk_kernel", False),
+              ("_video_kernel", False),
               ("_render_kernel", False), ("_trace_kernel", False))
 _jitted = False
 _jit_lock = threading.Lock()
@@ -987,7 +1034,13 @@ def write_night(path: str | PathLike, seconds: float = 2.0, size: tuple[int, int
     """
     sim = simulate_night(seconds=seconds, size=size, seed=seed, fps=fps, scene=scene, dvs=dvs, progress=progress,
                          t0_us=t0_us)
-    from .drivers.rled import RledWriter
+    write_sim(path, sim)
+    return sim
+
+
+def write_sim(path: str | PathLike, sim: SimResult) -> None:
+    """Write a simulation as an RLED h5 file: events, images stamped with ``frame_end_us``, ``event_indices``."""
+    from ..drivers.rled import RledWriter
 
     with RledWriter(path, sim.sensor_size) as writer:
         step = 1 << 20
@@ -996,4 +1049,3 @@ def write_night(path: str | PathLike, seconds: float = 2.0, size: tuple[int, int
         for frame, ts in zip(sim.frames, sim.frame_end_us):
             writer.add_image(frame, int(ts))
         writer.set_event_indices(sim.event_indices)
-    return sim

@@ -1,0 +1,121 @@
+"""Loss terms: L1, differentiable SSIM, LPIPS (local weights only), temporal consistency from optical flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._optional import has
+from .config import LossConfig
+
+
+def _gaussian(size: int, sigma: float, device, dtype) -> Tensor:
+    r = torch.arange(size, device=device, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return torch.outer(g, g).to(dtype)
+
+
+def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM of two ``[B, C, H, W]`` batches (differentiable): Gaussian window, valid region only.
+
+    Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=...)`` (both average the window-valid interior). A window larger than the image shrinks to fit.
+    """
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"ssim needs two equal [B, C, H, W] tensors (got {tuple(a.shape)} and {tuple(b.shape)})")
+    a, b = a.float(), b.float()
+    c = a.shape[1]
+    size = min(window, a.shape[2], a.shape[3])
+    size -= 1 - size % 2
+    k = _gaussian(size, sigma, a.device, a.dtype).expand(c, 1, size, size)
+
+    def filt(x: Tensor) -> Tensor:
+        return F.conv2d(x, k, groups=c)
+
+    mu_a, mu_b = filt(a), filt(b)
+    var_a = filt(a * a) - mu_a ** 2
+    var_b = filt(b * b) - mu_b ** 2
+    cov = filt(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return s.mean()
+
+
+def warp(img: Tensor, flow: Tensor) -> Tensor:
+    """Backward warp: ``out[y, x] = img[y + dy, x + dx]`` (bilinear, zeros outside) with ``flow = (dx, dy)``
+    ``[B, 2, H, W]`` in pixels."""
+    b, _, h, w = img.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=img.dtype),
+                            torch.arange(w, device=img.device, dtype=img.dtype), indexing="ij")
+    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    return F.grid_sample(img, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="zeros",
+                         align_corners=True)
+
+
+def lpips_status() -> tuple[bool, str]:
+    """Whether LPIPS (VGG, v0.1) can run without downloading anything, and why not."""
+    if not has("lpips"):
+        return False, "LPIPS loss skipped: the 'lpips' package is not installed"
+    import lpips
+
+    head = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
+    vgg = Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+    for p in (head, vgg):
+        if not p.is_file():
+            return False, f"LPIPS loss skipped: weights {p} are not on disk (nothing is downloaded at run time)"
+    return True, ""
+
+
+class LossTerms:
+    """The configured loss terms (unweighted values per window) and their weights; unusable terms are dropped with
+    a message."""
+
+    def __init__(self, cfg: LossConfig, device: torch.device, has_flow: bool, say) -> None:
+        self.cfg = cfg
+        self.weights = {k: float(getattr(cfg, k)) for k in ("l1", "ssim", "lpips", "temporal") if getattr(cfg, k) > 0}
+        self._lpips = None
+        if "lpips" in self.weights:
+            ok, why = lpips_status()
+            if ok:  # pragma: no cover - lpips is not installed in CI
+                import lpips
+
+                self._lpips = lpips.LPIPS(net="vgg", version="0.1", verbose=False).to(device).eval()
+                for p in self._lpips.parameters():
+                    p.requires_grad_(False)
+            else:
+                say(why)
+                del self.weights["lpips"]
+        if "temporal" in self.weights and not has_flow:
+            say("temporal consistency loss skipped: the training data carries no optical flow "
+                "(h5 'flow/flowNNNNNNNNN' or memmap 'flow.npy')")
+            del self.weights["temporal"]
+        if not self.weights:
+            raise ValueError("no usable loss term: set losses.l1 and/or losses.ssim > 0 "
+                             "(LPIPS needs the lpips package with local weights; temporal needs flow data)")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.weights)
+
+    def window(self, k: int, out: Tensor, gt: Tensor, prev_out: Tensor | None, prev_gt: Tensor | None,
+               flow: Tensor | None) -> dict[str, Tensor]:
+        """Unweighted terms for window ``k`` of a sequence (out, gt: ``[B, 1, h, w]``)."""
+        terms: dict[str, Tensor] = {}
+        out = out.float()
+        if "l1" in self.weights:
+            terms["l1"] = (out - gt).abs().mean()
+        if "ssim" in self.weights:
+            terms["ssim"] = 1.0 - ssim(out, gt)
+        if "lpips" in self.weights:  # pragma: no cover - needs lpips
+            terms["lpips"] = self._lpips(out.expand(-1, 3, -1, -1), gt.expand(-1, 3, -1, -1), normalize=True).mean()
+        if ("temporal" in self.weights and flow is not None and prev_out is not None
+                and k >= self.cfg.temporal_start):
+            with torch.no_grad():
+                visible = torch.exp(-self.cfg.temporal_alpha * (gt - warp(prev_gt, flow)) ** 2)
+            terms["temporal"] = (visible * (out - warp(prev_out.float(), flow)).abs()).mean()
+        return terms

@@ -1,0 +1,272 @@
+"""The model and one optimiser step: network construction, the unrolled sequence module, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import SourceError
+from ..model.checkpoint import load_letc, load_model, read_checkpoint, save_model
+from ..model.nernet import NERNet
+from .augment import SequenceItem
+from .config import TrainConfig
+from .losses import LossTerms
+
+
+class SequenceModel(nn.Module):
+    """A chunk of recurrent steps in one call: LETC quantisation of each window, then NER-Net.
+
+    ``forward(windows, state)``: ``windows[k][b] = (x, y, t, p)`` tensors of batch element ``b`` at step ``k``;
+    returns ``(images [K, B, 1, h, w] cropped to the sensor size, state)``.
+    """
+
+    def __init__(self, net: NERNet, checkpoint_letc: bool = False, channels_last: bool = False,
+                 letc_table: int = 0) -> None:
+        super().__init__()
+        self.net = net
+        self.checkpoint_letc = checkpoint_letc
+        self.channels_last = channels_last
+        self.letc_table = letc_table
+
+    def _table_quantize(self, table: Tensor, x: Tensor, y: Tensor, t: Tensor, p: Tensor) -> Tensor:
+        """LETC quantisation through a table of the MLP (``table[j] = MLP(u_j)``, u over [−(C−1), C−1]), linearly
+        interpolated per event: the inference path's approximation (:class:`~livenight.letc.LetcTable`), and
+        differentiable in the table, so the MLP still trains, at a few operations per event instead of ~5,000."""
+        c = self.net.cfg.num_bins
+        w, h = self.net.cfg.sensor_size
+        n = table.shape[0]
+        grid = torch.zeros(2 * c * h * w, dtype=torch.float32, device=t.device)
+        if t.numel():
+            dt = t[-1] - t[0]
+            if dt != 0:
+                t = (t - t[0]) / dt * (c - 1)
+            pol = ((p + 1) / 2).long()
+            base = x.long() + w * y.long() + w * h * c * pol
+            for i in range(c):
+                pos = ((t - i + (c - 1)) * ((n - 1) / (2 * (c - 1)))).clamp(0, n - 1)
+                j = pos.floor().long().clamp_(max=n - 2)
+                frac = pos - j
+                v = table[j] + frac * (table[j + 1] - table[j])
+                grid.index_put_((base + w * h * i,), t * v, accumulate=True)
+        v = grid.view(1, 2, c, h, w)
+        return torch.cat([v[:, 1], v[:, 0]], dim=1)  # ON bins first
+
+    def forward(self, windows: list, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        w, h = self.net.cfg.sensor_size
+        left, _, top, _ = self.net.cfg.padding()
+        quant = self.net.representation.quantization_layer
+        quant_grad = torch.is_grad_enabled() and any(p.requires_grad for p in quant.parameters())
+        dev = state[0].device.type
+        table = None
+        if self.letc_table:
+            c = self.net.cfg.num_bins
+            with torch.autocast(device_type=dev, enabled=False), torch.set_grad_enabled(quant_grad):
+                u = torch.linspace(-(c - 1), c - 1, self.letc_table, device=state[0].device)
+                table = quant.value_layer(u)
+        outs = []
+        for win in windows:
+            with torch.autocast(device_type=dev, enabled=False), torch.set_grad_enabled(quant_grad):
+                if table is not None:
+                    grid = torch.cat([self._table_quantize(table, *ev) for ev in win])
+                elif quant_grad and self.checkpoint_letc:  # recompute the per-event MLP in backward: less memory
+                    grid = torch.cat([checkpoint(self.net.quantize, *ev, use_reentrant=False) for ev in win])
+                else:
+                    grid = torch.cat([self.net.quantize(*ev) for ev in win])
+            if self.channels_last:
+                grid = grid.contiguous(memory_format=torch.channels_last)
+            img, state = self.net(grid, state)
+            if torch.is_autocast_enabled(state[0].device.type):
+                state = tuple(t.float() for t in state)  # the recurrent state stays float32 under autocast
+            outs.append(img[:, :, top:top + h, left:left + w])
+        return torch.stack(outs), state
+
+
+def build_model(cfg: TrainConfig, say=lambda m: None) -> NERNet:
+    """The network at the crop size, seeded, with ``init`` weights and ``letc`` loaded (and frozen) as configured."""
+    torch.manual_seed(cfg.seed)
+    net = NERNet(cfg.model)
+    if cfg.init:
+        src = load_model(cfg.init, cfg.model.sensor_size)
+        if src.cfg != net.cfg:
+            raise ValueError(f"init {cfg.init}: its architecture {src.cfg.to_dict()} differs from [model] "
+                             f"{net.cfg.to_dict()}")
+        net.load_state_dict(src.state_dict())
+    if cfg.letc:
+        load_letc(net, cfg.letc, freeze=cfg.freeze_letc)
+    elif cfg.freeze_letc:
+        say("freeze_letc ignored: no 'letc' weights given, so LETC starts from random weights and is trained")
+    return net
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bfloat16 tiles (``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def _cuda_rng() -> list:
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+class Trainer:
+    """Model, optimiser, losses and one training step; no data loading, logging or files.
+
+    Example:
+        >>> trainer = Trainer(cfg)                         # doctest: +SKIP
+        >>> stats = trainer.train_step([dataset[(0, 1)]])   # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu", *, has_flow: bool = False,
+                 rank: int = 0, world_size: int = 1, say=lambda m: None) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.world_size = world_size
+        self.net = build_model(cfg, say).to(self.device)
+        self.seq_model = SequenceModel(self.net, checkpoint_letc=cfg.checkpoint_letc, channels_last=cfg.channels_last,
+                                       letc_table=cfg.letc_table)
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module: nn.Module = DistributedDataParallel(self.seq_model, device_ids=ids)
+        else:
+            self.module = self.seq_model
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, amsgrad=cfg.amsgrad, weight_decay=cfg.weight_decay)
+        self.losses = LossTerms(cfg.losses, self.device, has_flow, say)
+        self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+        self.amp = bool(cfg.amp and self.device.type == "cuda")
+        if cfg.amp and self.device.type == "cpu":
+            # CPU autocast: bfloat16 only, and worth it only with AMX: on an AVX512-BF16 CPU without AMX (AMD
+            # EPYC), a 10-window step of configs/ner-lite.toml took 0.97 s in bf16 vs 0.9 s in fp32 channels_last
+            self.amp = self.amp_dtype == torch.bfloat16 and cpu_has_amx()
+            if not self.amp:
+                say("amp ignored on this CPU: bfloat16 autocast is used on CPUs with AMX only (training in float32)")
+        elif cfg.amp and not self.amp:
+            say(f"amp ignored: no mixed precision on {self.device.type}")
+        if cfg.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.step = 0
+        self.skipped_steps = 0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of (0-based) step ``step``: linear warm-up, then constant / cosine / step decay."""
+        c = self.cfg
+        if c.warmup_steps and step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        s = step - c.warmup_steps
+        if c.schedule == "cosine":
+            span = max(1, c.steps - c.warmup_steps)
+            return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * min(1.0, s / span)))
+        if c.schedule == "step":
+            return c.lr * c.lr_gamma ** (s // c.lr_step_size)
+        return c.lr
+
+    def _to_device(self, items: Sequence[SequenceItem]):
+        dev = self.device
+        L = len(items[0].events)
+        if any(len(it.events) != L for it in items):
+            raise ValueError("all sequences of a batch must have the same length")
+        windows = [[tuple(torch.from_numpy(np.ascontiguousarray(a)).to(dev, non_blocking=True) for a in it.events[k])
+                    for it in items] for k in range(L)]
+        gt = torch.from_numpy(np.stack([it.frames for it in items], axis=1)).to(dev).float().div_(255.0)
+        gt = gt.unsqueeze(2)  # [L, B, 1, h, w]
+        flow = None
+        if all(it.flow is not None for it in items):
+            flow = torch.from_numpy(np.stack([it.flow for it in items], axis=1)).to(dev)  # [L, B, 2, h, w]
+        return windows, gt, flow
+
+    def train_step(self, items: Sequence[SequenceItem]) -> dict[str, float]:
+        """Run one optimiser step on a batch of sequences; returns the loss (total and per term), lr and grad norm."""
+        lr = self.lr_at(self.step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        windows, gt, flow = self._to_device(items)
+        L, B = gt.shape[0], gt.shape[1]
+        chunk = self.cfg.bptt or L
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self.net.initial_state(B, device=self.device)
+        totals = {name: torch.zeros((), device=self.device) for name in self.losses.names}
+        total = torch.zeros((), device=self.device)
+        prev_out = None
+        for c0 in range(0, L, chunk):
+            c1 = min(L, c0 + chunk)
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                outs, state = self.module(windows[c0:c1], state)
+            loss = torch.zeros((), device=self.device)  # losses in float32, outside autocast (SSIM variances)
+            for j, k in enumerate(range(c0, c1)):
+                terms = self.losses.window(k, outs[j], gt[k], prev_out, gt[k - 1] if k else None,
+                                           None if flow is None else flow[k])
+                prev_out = outs[j]
+                for name, v in terms.items():
+                    loss = loss + self.losses.weights[name] * v / L
+                    totals[name] += v.detach().float() / L
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+            state = tuple(s.detach() for s in state)
+            prev_out = prev_out.detach()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if math.isfinite(grad_norm) or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # GradScaler skips non-finite steps itself
+        else:
+            self.skipped_steps += 1
+        self.scaler.update()
+        self.step += 1
+        names = ["loss", *totals]
+        vals = torch.stack([total, *totals.values()]).double()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(vals)
+            vals /= self.world_size
+        return {**dict(zip(names, vals.tolist())), "lr": lr, "grad_norm": grad_norm}
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def save(self, path: str | os.PathLike) -> None:
+        """livenight checkpoint + training state, written atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_model(self.net, tmp, step=self.step, optimizer=self.optimizer.state_dict(),
+                   train_config=self.cfg.to_dict(), scaler=self.scaler.state_dict(),
+                   rng={"torch": torch.get_rng_state(), "cuda": _cuda_rng()}, world_size=self.world_size,
+                   skipped_steps=self.skipped_steps)
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike) -> int:
+        """Restore weights, optimiser, scaler, step and RNG from a checkpoint written by :meth:`save`."""
+        ck = read_checkpoint(path)
+        if "optimizer" not in ck or "step" not in ck:
+            raise SourceError(f"{path}: not a livenight training checkpoint (no 'step'/'optimizer'); to start from "
+                              "its weights use 'init' in the config instead of --resume")
+        own = {k: v for k, v in self.cfg.model.to_dict().items() if k != "sensor_size"}
+        theirs = dict(ck.get("model", {}))
+        if any(own.get(k) != theirs.get(k) for k in own):
+            raise ValueError(f"{path}: checkpoint architecture {theirs} differs from the config's {own}")
+        self.net.load_state_dict(ck["state_dict"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        rng = ck.get("rng") or {}
+        if isinstance(rng.get("torch"), Tensor):
+            torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(ck["step"])
+        self.skipped_steps = int(ck.get("skipped_steps", 0))
+        return self.step
