@@ -66,3 +66,18 @@ def test_ets_command_writes_a_valid_rled_file(tmp_path, capsys):
         assert sorted(zip(ea["x"], ea["y"], ea["p"])) == sorted(zip(eb["x"], eb["y"], eb["p"]))
         assert b.event_indices is not None and b.event_indices.shape == (b.num_images, 2)
     assert main(["ets", str(src), str(src)]) == 2  # never overwrites its input
+
+
+def test_record_keeps_the_reference_images_of_an_rled_replay(tmp_path, capsys):
+    """record --replay x.h5 is the pipeline with an RLED sink: every event and every image, bit for bit."""
+    src = tmp_path / "in.h5"
+    write_night(src, seconds=0.3, size=(40, 30), seed=5)
+    out = tmp_path / "copy.h5"
+    assert main(["record", "--replay", str(src), "--out", str(out)]) == 0
+    assert "reference images" in capsys.readouterr().out
+    with RledFile(src) as a, RledFile(out) as b:
+        assert b.num_events == a.num_events and b.num_images == a.num_images > 0
+        np.testing.assert_array_equal(b.read_events(0, b.num_events), a.read_events(0, a.num_events))
+        np.testing.assert_array_equal(b.image_timestamps_us(), a.image_timestamps_us())
+        for i in range(a.num_images):
+            np.testing.assert_array_equal(b.image(i), a.image(i))

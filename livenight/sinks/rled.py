@@ -3,7 +3,7 @@
 It is a packet sink: the pipeline hands it each :class:`~livenight.events.EventPacket` as it is ingested (also
 with no engine at all, which is what ``record`` runs). The writer flushes every second, so a killed process
 leaves a readable file. Reference images (DAVIS APS frames, an RLED file's images) are copied at close, those
-exposed within the recorded time span.
+exposed before the end of the recorded time span.
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ class RledSink:
         self.writer = RledWriter(path, sensor_size, flush_every_s=flush_every_s)
         self.events_written = 0
         self.images_written = 0
-        self._t_first: int | None = None
-        self._t_last: int | None = None
+        self._t_end: int | None = None  # the end of the time the stream covered (images before it are kept)
         self._closed = False
 
     def write_packet(self, packet) -> None:
         ev = packet.events
-        if ev.size:
-            if self._t_first is None:
-                self._t_first = int(ev["t"][0])
-            self._t_last = int(ev["t"][-1])
+        if packet.t_end_us is not None:
+            self._t_end = int(packet.t_end_us)
+        elif ev.size:
+            self._t_end = int(ev["t"][-1]) + 1
         self.writer.add_events(ev)
         self.events_written += int(ev.size)
 
@@ -48,11 +47,12 @@ class RledSink:
         self._closed = True
         try:
             refs = self.references
-            if refs is not None and self._t_first is not None:
+            if refs is not None and self._t_end is not None:
+                exposure = getattr(refs, "exposure_us", None)  # DAVIS APS frames know theirs
                 for i in range(len(refs)):
                     t = int(refs.t_us[i])
-                    if t <= self._t_last:
-                        self.writer.add_image(refs[i], t)
+                    if t < self._t_end:
+                        self.writer.add_image(refs[i], t, 0 if exposure is None else int(exposure[i]))
                         self.images_written += 1
         finally:
             self.writer.close()
