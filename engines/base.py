@@ -56,7 +56,7 @@ class EngineBase:
 
     info: EngineInfo
     _active = False
-    #: seconds spent per stage since the engine was made ("letc", "net"; backends add what they measure)
+    #: seconds spent per stage since the engine was made ("represent", "net", "postprocess"; backends may add more)
     stage_s: dict[str, float]
 
     @contextmanager
@@ -159,7 +159,7 @@ class ModelEngine(EngineBase):
             x = self.representation(window.events, self.sensor_size, self._input)
         with self._timed("net"):
             img = self._run(x)
-        with self._timed("post"):
+        with self._timed("postprocess"):
             np.copyto(self._out, self.post(img, self._crop_box))
         return self._out
 

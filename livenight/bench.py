@@ -228,7 +228,7 @@ def bench_model(model: str | None = None, size: tuple[int, int] = (346, 260), fr
           f"{rate_ev_per_s / 1e6:g} M events/s ({per} events each); engine {fast.info.backend} vs reference "
           f"(eager torch fp32, per-event MLP LETC)")
     print(f"  {'stage':<22}{'ours ms':>10}{'reference ms':>15}{'ratio':>9}")
-    for k in ("ingest", "letc", "net", "post", "write"):
+    for k in ("ingest", "represent", "net", "postprocess", "post", "write"):
         a, b = ours["stages_ms"].get(k, 0.0), ref["stages_ms"].get(k, 0.0)
         print(f"  {k:<22}{a:10.2f}{b:15.2f}{(b / a if a > 0 else float('nan')):9.2f}x")
     outside = sum(v for k, v in ours["stages_ms"].items() if k != "net")
@@ -248,3 +248,124 @@ def _clone(net):
     import copy
 
     return copy.deepcopy(net)
+
+
+# ----------------------------------------------------------------------------------------------- CPU fast path
+def data_dir():
+    """The real recordings: ``$LIVENIGHT_DATA``, else ``../shared/data`` beside the repository."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("LIVENIGHT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def recorded_windows(n: int, size: tuple[int, int] = (346, 260), window_us: int = 20_000, stride_us: int = 40_000,
+                     path=None) -> tuple[list, str]:
+    """``n`` windows of real events (``davis346.aedat4`` from :func:`data_dir`, when it is there and ``size`` is its
+    346x260), else simulated uniform events at 1 M events/s; returns ``(windows, description)``.
+
+    Timestamps are taken relative to the first event: the recording's are Unix-epoch µs, which float32 seconds
+    cannot resolve within a window.
+    """
+    from .windowing import Window
+
+    path = data_dir() / "davis346.aedat4" if path is None else path
+    if tuple(size) == (346, 260) and path.is_file():
+        try:
+            from livenight.drivers import open_source
+
+            with open_source(str(path)) as src:
+                ev = np.concatenate([p.events for p in src])
+        except ImportError:
+            ev = None
+        if ev is not None and ev.size:
+            ev = ev.copy()
+            ev["t"] -= int(ev["t"][0])
+            out = []
+            for k in range(n):  # cycle through the 2.4 s recording when more windows are asked for
+                span = int(ev["t"][-1]) // stride_us * stride_us
+                t0 = (k * stride_us) % max(stride_us, span)
+                a, b = np.searchsorted(ev["t"], [t0, t0 + window_us])
+                w = ev[a:b].copy()
+                w["t"] += k * stride_us - t0
+                out.append(Window(k, k * stride_us, k * stride_us + window_us, w, k == 0, 0))
+            return out, f"{path.name}, {window_us / 1e3:g} ms windows every {stride_us / 1e3:g} ms"
+    return (_synthetic_windows(n, size, 1e6, window_us, stride_us),
+            f"simulated uniform events, 1 M events/s, {window_us / 1e3:g} ms windows")
+
+
+def _bf16_state(net):
+    """The bf16 CPU path with the whole recurrent state rounded to bf16 after every step (for comparison only)."""
+    import torch
+
+    def step(grid, state):
+        img, state = net(grid, state)
+        return img, tuple(s.to(torch.bfloat16).float() for s in state)
+
+    step.initial_state = net.initial_state
+    return step
+
+
+def bench_cpu(model: str | None = None, size: tuple[int, int] = (346, 260), windows: int = 40,
+              threads: int | None = None, base_channels: int = 32, state_variant: bool = True) -> dict:
+    """fp32 (the exact path) against the bf16 CPU path on the same recurrent sequence of real windows, stepped in
+    turns so machine load hits both alike: ms/frame and parity (p99.9 and max |Δ| in grey levels, over all pixels
+    of all frames, unclipped and after the uint8 conversion)."""
+    import torch
+
+    from .cpu import cpu_features, describe_cpu_path, fast_cpu_dtype, prepare_cpu_model
+    from .letc import LetcTable
+    from .model.checkpoint import load_model
+    from .render import to_uint8
+    from .model.nernet import NERNet, NERNetConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if model is None:
+        net = NERNet(NERNetConfig(sensor_size=size, base_channels=base_channels)).eval()
+        label = f"random-weight NER-Net (base {base_channels})"
+    else:
+        net = load_model(model, size).eval()
+        label = str(model)
+    wins, where = recorded_windows(windows, size)
+    table = LetcTable.from_model(net)  # from the float32 model, before anything is converted
+    grids = [torch.from_numpy(table.grid(w.events, size)).permute(2, 0, 1).unsqueeze(0).contiguous() for w in wins]
+    bf16 = prepare_cpu_model(net, "bfloat16")
+    paths = {"fp32": net, "bf16": bf16}
+    if state_variant:
+        paths["bf16, state bf16"] = _bf16_state(bf16)
+    states = {k: (p.initial_state() if hasattr(p, "initial_state") else net.initial_state()) for k, p in paths.items()}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in paths}
+    with torch.inference_mode():
+        for g in grids:
+            for k, p in paths.items():
+                t0 = time.perf_counter()
+                img, states[k] = p(g, states[k])
+                times[k].append(time.perf_counter() - t0)
+                outs[k].append(img[0, 0].float().numpy().copy())
+    feats = cpu_features()
+    print(f"bench cpu: {label}, {size[0]}x{size[1]}, {windows} recurrent windows ({where}); "
+          f"{torch.get_num_threads()} torch threads; CPU bf16 unit: {feats.bf16_unit or 'none'} "
+          f"(fast_cpu_dtype: {fast_cpu_dtype(feats)}, {describe_cpu_path(fast_cpu_dtype(feats), feats)})")
+    ref = np.stack(outs["fp32"])
+    ref_u8 = to_uint8(ref).astype(np.int16)
+    base_ms = 1e3 * float(np.median(times["fp32"][1:]))
+    result = {"label": label, "windows": windows, "paths": {}}
+    print(f"  {'path':<18}{'median ms':>10}{'min ms':>9}{'speed-up':>9}{'p99.9 |d| (levels)':>20}{'max':>8}"
+          f"{'uint8 p99.9':>12}{'max':>5}{'last frame p99.9':>18}")
+    for k in paths:
+        o = np.stack(outs[k])
+        d = np.abs(o - ref) * 255.0
+        du = np.abs(to_uint8(o).astype(np.int16) - ref_u8)
+        med = 1e3 * float(np.median(times[k][1:]))
+        row = {"median_ms": med, "min_ms": 1e3 * min(times[k][1:]), "speedup": base_ms / med,
+               "p999_levels": float(np.percentile(d, 99.9)), "max_levels": float(d.max()),
+               "u8_p999": float(np.percentile(du, 99.9)), "u8_max": int(du.max()),
+               "last_p999": float(np.percentile(d[-1], 99.9))}
+        result["paths"][k] = row
+        print(f"  {k:<18}{med:10.1f}{row['min_ms']:9.1f}{row['speedup']:8.2f}x{row['p999_levels']:20.3f}"
+              f"{row['max_levels']:8.3f}{row['u8_p999']:12.0f}{row['u8_max']:5d}{row['last_p999']:18.3f}")
+    print(f"  output range of the fp32 frames: {ref.min():.3f} .. {ref.max():.3f} (target: bf16 p99.9 <= 2 levels)")
+    return result
