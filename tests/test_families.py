@@ -16,22 +16,15 @@ from livenight.engines.export import export_onnx
 from livenight.engines.ort_engine import OnnxRuntimeEngine
 from livenight.engines.torch_engine import TorchEngine
 from livenight.errors import UnknownEngineError
-from livenight.events import make_events
-from livenight.windowing import TimeWindows, Window
+from livenight.synthetic import random_windows
+from livenight.windowing import TimeWindows
 
 DATA = Path(__file__).parent / "data"
 SIZE = (32, 24)
 
 
 def _windows(n=20, size=SIZE, seed=0, per_window=800):
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        t = np.sort(rng.integers(40_000 * k, 40_000 * (k + 1), per_window))
-        ev = make_events(t, rng.integers(0, size[0], per_window), rng.integers(0, size[1], per_window),
-                         rng.integers(0, 2, per_window))
-        out.append(Window(k, 40_000 * k, 40_000 * (k + 1), ev, k == 0, 0))
-    return out
+    return random_windows(n, size, rate_ev_per_s=per_window / 0.04, window_us=40_000, seed=seed)
 
 
 @pytest.fixture
