@@ -156,3 +156,71 @@ def test_unpaced_replays_report_throughput_not_latency():
     assert stats.frames == len(frames) == 20
     assert all(f.host_time_s == 0.0 for f in frames) and len(stats.latency_s) == 0
     assert "latency" not in stats.summary() and "frames/s" in stats.summary()
+
+
+def _gap_packets(gap_us: int, size=(32, 24)):
+    """Two bursts of events 300 ms long, separated by ``gap_us`` of silence; packets tile time."""
+    rng = np.random.default_rng(4)
+    t = np.concatenate([np.sort(rng.integers(0, 300_000, 3000)), 300_000 + gap_us + np.sort(rng.integers(0, 300_000, 3000))])
+    ev = make_events(t, rng.integers(0, size[0], t.size), rng.integers(0, size[1], t.size), rng.integers(0, 2, t.size))
+    out = []
+    for a in range(0, t.size, 500):
+        b = min(a + 500, t.size)
+        end = int(t[b]) if b < t.size else int(t[-1]) + 1
+        out.append(EventPacket(ev[a:b], int(t[a]) if a == 0 else out[-1].t_end_us, end, time.monotonic(), size))
+    return ev, out
+
+
+class StateEngine(CountingEngine):
+    """Keeps a recurrent 'state' (events seen since the last reset) to show that a reset reaches the engine."""
+
+    def __init__(self):
+        super().__init__()
+        self.state = 0
+        self.state_before = []
+
+    def _reset_impl(self):
+        super()._reset_impl()
+        self.state = 0
+
+    def _step_impl(self, window):
+        self.state_before.append(self.state)
+        self.state += window.events.size
+        return super()._step_impl(window)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_time_gap_resets_the_engine_state(live):
+    # GIVEN a 5 s silence between two bursts, and a 1 s gap limit
+    ev, packets = _gap_packets(5_000_000)
+    eng = StateEngine()
+    with eng:
+        resets_at_open = eng.resets
+        source = paced(packets, speed=50.0) if live else packets
+        stats = Pipeline(source, (32, 24), eng, TimeWindows(40_000, 40_000), live=live, max_gap_us=1_000_000).run()
+    # THEN the windows after the gap carry reset=True, the engine was reset for each of them (state zero when the
+    # first window with events after the gap arrived), and nothing before the gap was reset
+    flagged = [k for k, w in enumerate(eng.windows) if w.reset]
+    first_after = next(k for k, w in enumerate(eng.windows) if w.t0_us >= 5_000_000 and w.events.size)
+    assert flagged[0] == 0 and all(eng.windows[k].t0_us >= 300_000 for k in flagged[1:])
+    assert first_after in flagged
+    assert eng.resets - resets_at_open == len(flagged) == stats.resets
+    assert eng.state_before[first_after] == 0 and eng.state_before[flagged[1] - 1] > 0
+    # and offline, no window was made for the silent 5 s (125 windows of nothing); live, the paced clock runs on
+    # through the silence, so its windows are made (a dark scene still shows its decay)
+    if not live:
+        assert len(eng.windows) + stats.skipped_windows < 20
+
+
+def test_a_sensor_size_change_resets_the_engine_state():
+    ev, packets = _gap_packets(0)
+    half = len(packets) // 2
+    changed = packets[:half] + [EventPacket(p.events, p.t_start_us, p.t_end_us, p.host_time_s, (32, 25))
+                                for p in packets[half:]]
+    eng = StateEngine()
+    with eng:
+        Pipeline(changed, (32, 24), eng, TimeWindows(40_000, 40_000)).run()
+    flagged = [k for k, w in enumerate(eng.windows) if w.reset]
+    assert len(flagged) == 2 and flagged[0] == 0
+    assert eng.state_before[flagged[1]] == 0
+    assert eng.windows[flagged[1]].t1_us > changed[half].t_start_us >= eng.windows[flagged[1] - 1].t0_us
