@@ -229,3 +229,72 @@ def test_event_packet_rejects_wrong_dtype(events):
 def test_event_packet_rejects_reversed_range(t0, t1):
     with pytest.raises(SourceError, match=rf"reversed.*\[{t0}, {t1}\)"):
         EventPacket(empty_events(), t0, t1, 0.0)
+
+
+# ---------------------------------------------------------------------------- livenight.checks (plausibility)
+def test_time_spikes_drop_excursions_that_come_back_and_keep_real_gaps():
+    from livenight.checks import time_spikes
+
+    # a corrupt time word: 3 events 9 s ahead, then back
+    t = np.array([0, 10, 20, 9_000_000, 9_000_001, 9_000_002, 30, 40])
+    keep, n = time_spikes(t)
+    assert n == 1 and keep.tolist() == [True, True, True, False, False, False, True, True]
+    # one event far behind, then back
+    keep, n = time_spikes(np.array([5_000_000, 5_000_010, 7, 5_000_020]))
+    assert n == 1 and keep.tolist() == [True, True, False, True]
+    # a real pause of the scene: time jumps and stays -> nothing dropped
+    assert time_spikes(np.array([0, 10, 3_000_000, 3_000_010, 3_000_020])) == (None, 0)
+    # small back-steps (EVT3 TIME_LOW) are not spikes
+    assert time_spikes(np.array([0, 4_000, 100, 5_000, 9_000])) == (None, 0)
+
+
+def test_far_jumps_count_forward_steps_only():
+    from livenight.checks import far_jumps
+
+    assert far_jumps(np.array([0, 1, 20_000_001, 20_000_002, 5, 50_000_000])) == (2, 2)
+    assert far_jumps(np.array([0, 1, 2])) == (0, None)
+
+
+def test_input_audit_keeps_a_few_bad_items_and_refuses_garbage():
+    import warnings
+
+    from livenight.checks import InputAudit, InputWarning
+
+    audit = InputAudit("f.raw", "words", "EVT3", (640, 480))
+    audit.items, audit.events = 100_000, 80_000
+    audit.add("reserved", 3, "byte 4711")
+    audit.add("outside", 2, "byte 99")
+    audit.add("reserved", 1, "byte 5000")  # the first place is kept
+    audit.check(final=True)  # 5 of 100,000: kept
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        audit.warn()
+        audit.warn()  # once only
+    assert len(caught) == 1 and caught[0].category is InputWarning
+    assert str(caught[0].message) == ("f.raw: skipped 4 words of reserved types (first at byte 4711); dropped 2 events "
+                                      "outside the 640x480 sensor (first at byte 99); kept 80000 events")
+    garbage = InputAudit("g.raw", "words", "EVT3", (640, 480))
+    garbage.items = 5000
+    garbage.add("reserved", 251)  # just over 5 %
+    with pytest.raises(SourceError, match=r"g.raw: the payload does not decode as EVT3: skipped 251 words"):
+        garbage.check()
+    small = InputAudit("s.raw", "words", "EVT3")
+    small.items = 100
+    small.add("reserved", 20)
+    small.check()  # too few words to judge mid-file
+    with pytest.raises(SourceError):
+        small.check(final=True)  # at the end of a small file: judged
+    with pytest.raises(SourceError, match="holds no events"):
+        InputAudit("e.dat", "records", "DAT").require_events()
+
+
+def test_input_audit_judges_damaged_packets_by_their_share():
+    from livenight.checks import InputAudit
+
+    audit = InputAudit("a.aedat4", "events and packets", "aedat4")
+    audit.items, audit.packets = 1_000_000, 700
+    audit.add("packets", 2)
+    audit.check(final=True)  # 2 of 700 packets: kept
+    audit.add("packets", 40)
+    with pytest.raises(SourceError, match="skipped 42 corrupt packets"):
+        audit.check()

@@ -117,3 +117,73 @@ def test_record_keeps_the_reference_images_of_an_rled_replay(tmp_path, capsys):
         np.testing.assert_array_equal(b.image_timestamps_us(), a.image_timestamps_us())
         for i in range(a.num_images):
             np.testing.assert_array_equal(b.image(i), a.image(i))
+
+
+# ---------------------------------------------------------------------------- one-line errors and warnings
+@pytest.mark.parametrize("argv, message", [
+    ([], "one of the arguments --replay --camera is required (see 'livenight --help')"),
+    (["info"], "the following arguments are required: file (see 'livenight info --help')"),
+    (["--replay", "x.h5", "--windows", "bogus"], "argument --windows: invalid choice: 'bogus'"),
+])
+def test_argparse_errors_are_one_line_without_the_usage_block(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("livenight: error: ") and message in err
+    assert "usage:" not in err
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--device", "tpu:7", "--device 'tpu:7' is not a device livenight can use"),
+    ("--device", "cuda:99", "--device cuda:99"),
+    ("--speed", "nan", "--speed must be a finite number >= 0"),
+    ("--speed", "inf", "--speed must be a finite number >= 0"),
+    ("--speed", "-1", "--speed must be a finite number >= 0"),
+    ("--dtype", "float16", "--dtype float16 needs a GPU"),
+])
+def test_bad_run_options_fail_before_the_recording_is_opened(tmp_path, capsys, option, value, message):
+    # the recording does not exist: the option must be refused first, in one line
+    rc = main(["--replay", str(tmp_path / "missing.h5"), "--no-gui", option, value])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("livenight: error: ") and message in err[0], err
+    assert "missing.h5" not in err[0]
+
+
+def test_cuda_device_without_cuda_is_one_line(tmp_path, capsys):
+    if _has_cuda():
+        pytest.skip("this machine has CUDA")
+    rc = main(["--replay", str(tmp_path / "missing.h5"), "--no-gui", "--device", "cuda"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1 and "--device cuda: this torch" in err[0] and "--device cpu" in err[0]
+
+
+@pytest.mark.parametrize("option, make, message", [
+    ("--out", lambda d: d / "file.txt", "exists and is not a folder"),
+    ("--out", lambda d: d / "file.txt" / "sub", "is a file, so the folder cannot be created"),
+    ("--video", lambda d: d / "nowhere" / "v.mp4", "does not exist"),
+    ("--video", lambda d: d, "is a folder, expected a file name"),
+])
+def test_unwritable_outputs_fail_before_the_run(tmp_path, capsys, option, make, message):
+    (tmp_path / "file.txt").write_text("x")
+    src = tmp_path / "in.h5"
+    write_night(src, seconds=0.2, size=(40, 30), seed=1)
+    rc = main(["--replay", str(src), "--no-gui", "--engine", "complementary", option, str(make(tmp_path))])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_warnings_are_one_livenight_line_naming_the_cli_option(tmp_path, capsys, shared_data):
+    # evt3_sample.raw has no geometry in its header: the size comes from the plugin name, with a warning
+    out = tmp_path / "o"
+    assert main(["--replay", str(shared_data("evt3_sample.raw")), "--no-gui", "--engine", "complementary",
+                 "--max-frames", "2", "--out", str(out)]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(err) == 1 and err[0].startswith("livenight: warning: ") and "--sensor-size WxH" in err[0]
+    assert ".py:" not in err[0] and "GeometryWarning" not in err[0]
