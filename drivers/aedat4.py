@@ -122,8 +122,8 @@ def _header(path: Path) -> tuple[int, int | None]:
     """Parse the AEDAT 4.0 header; return ``(data_table_position, file offset of that field or None)``.
 
     The header is ``MAGIC``, an int32 size and an ``IOHeader`` flatbuffer (fields: compression int32,
-    dataTablePosition int64 default −1, infoNode string). Only the data-table position is needed: it says where
-    dv's packet index starts, and patching it to −1 makes dv scan the packets instead.
+    dataTablePosition int64 default −1, infoNode string). Only the data-table position is needed: where the
+    packet index starts; a position beyond the end of the file means the file was cut.
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
