@@ -795,3 +795,26 @@ def test_paced_rled_source_end_to_end(recording):
     assert_events_equal(concat(out), ev)
     span_s = (int(ev["t"][-1]) + 1 - int(ev["t"][0])) / 1e6
     assert sum(fc.sleeps) == pytest.approx(span_s / 4.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("where", ["inside", "between", "leading"])
+def test_paced_does_not_wait_out_a_time_jump(where):
+    # GIVEN events with a 2-hour hole (a corrupt high timestamp bit moved the rest of the file ahead)
+    hole = 7_200_000_000
+    a = random_events(400, seed=12, span_us=100_000)
+    b = random_events(400, seed=13, t0=T0 + 100_000 + hole, span_us=100_000)
+    ev = np.concatenate([a, b])
+    end = T0 + 200_000 + hole
+    bounds = {"inside": [T0, end], "between": [T0, T0 + 100_000, end],
+              "leading": [T0, T0 + 100_000, T0 + 100_000 + hole - 1, end]}[where]
+    packets = packets_from(ev, bounds)
+    fc = FakeClock()
+    out = list(paced(packets, speed=1.0, slice_us=5_000, clock=fc.clock, sleep=fc.sleep))
+    # THEN the replay takes the 200 ms of events, not two hours, and still tiles time and keeps every event
+    assert sum(fc.sleeps) == pytest.approx(0.2, abs=0.011)
+    assert out[0].t_start_us == T0 and out[-1].t_end_us == end
+    assert all(x.t_end_us == y.t_start_us for x, y in zip(out, out[1:]))
+    assert_events_equal(concat(out), ev)
+    assert len(out) < 100  # the hole is one packet, not 1.4 million 5 ms slices
+    silent = [p for p in out if p.t_end_us - p.t_start_us > 10_000_000]
+    assert len(silent) == 1 and len(silent[0]) == 0
