@@ -238,3 +238,60 @@ def delivery_note(source) -> str:
     if dropped:
         text += f", dropped {dropped} that waited for the first iteration beyond the buffer"
     return text
+
+
+class IteratorBuffer:
+    """:class:`ConnectBuffer` for devices that hand out a blocking iterator (Prophesee slicers and devices):
+    a thread takes items from ``iterator`` from the moment it is opened, converts each with ``convert`` (which
+    must copy: vendor buffers are reused) and keeps them until :meth:`stop`; iteration then goes on with the same
+    iterator. ``convert(item) -> (events or None, payload)``; events count towards ``max_events``.
+    """
+
+    def __init__(self, iterator, convert: Callable[[object], tuple[np.ndarray | None, object]],
+                 max_events: int = 50_000_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._it, self._convert, self._clock = iterator, convert, clock
+        self.max_events = int(max_events)
+        self._items: deque[tuple[np.ndarray | None, object, float]] = deque()
+        self._held = 0
+        self.received_events = 0
+        self.dropped_events = 0
+        self.ended = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="livenight-connect-buffer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = next(self._it)
+                except StopIteration:
+                    self.ended = True
+                    return
+                ev, payload = self._convert(item)
+                n = 0 if ev is None else int(ev.shape[0])
+                self._items.append((ev, payload, self._clock()))
+                self._held += n
+                self.received_events += n
+                while self._held > self.max_events and len(self._items) > 1:
+                    old = self._items.popleft()[0]
+                    k = 0 if old is None else int(old.shape[0])
+                    self._held -= k
+                    self.dropped_events += k
+        except BaseException as e:  # re-raised by stop(), on the iterating thread
+            self._error = e
+
+    def stop(self, timeout_s: float = 5.0) -> list[tuple[np.ndarray | None, object, float]]:
+        """Stop taking items (waits for the one being read) and hand over ``(events, payload, host_time_s)``."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise SourceError(f"the device did not hand out anything for {timeout_s:g} s")
+        out = list(self._items)
+        self._items.clear()
+        self._held = 0
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return out

@@ -14,6 +14,10 @@ Why it is like this:
   (held-back equal-timestamp runs, idle packets on the lagged sensor clock).
 * **Conversion.** Metavision ``EventCD`` is ``x u2, y u2, p i2 (0/1), t i8`` µs; neuromorphic-drivers'
   ``dvs_events`` is ``t u8, x u2, y u2, on bool``. Both become :data:`EVENT_DTYPE` once, here.
+* **Nothing is lost while the engine loads.** The camera streams from the moment it is opened; an
+  :class:`~livenight.drivers._live.IteratorBuffer` takes its slices / packets on a thread until the first
+  iteration, which starts with them (``received_events`` / ``dropped_events`` / ``delivered_events``). On by
+  default for real cameras; an injected ``slicer=`` opts in with ``buffer_from_connect=True``.
 * **Testability.** ``slicer=`` (with ``sensor_size=``) injects any iterable of slice-like objects (``.t``,
   ``.events``); tests use a mock slicer. Without Prophesee hardware and SDK, the camera-opening code paths are
   untested; they follow the documented SDK 5.x and neuromorphic-drivers APIs.
@@ -33,7 +37,7 @@ from livenight._optional import has
 from livenight.errors import DeviceNotFoundError, MissingDependencyError, SourceError
 from livenight.events import EVENT_DTYPE, EventPacket
 
-from ._live import LivePacketizer
+from ._live import IteratorBuffer, LivePacketizer, delivery_note
 from .base import SingleUse
 
 Backend = Literal["auto", "metavision", "neuromorphic_drivers"]
@@ -110,7 +114,8 @@ class PropheseeSource(SingleUse):
 
     def __init__(self, serial: str | None = None, *, backend: Backend = "auto", slicer: Iterable | None = None,
                  sensor_size: tuple[int, int] | None = None, slice_us: int = 10_000, idle_timeout_s: float = 0.05,
-                 idle_lag_us: int = 20_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 idle_lag_us: int = 20_000, buffer_from_connect: bool | None = None, buffer_events: int = 50_000_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if slice_us <= 0:
             raise ValueError(f"slice_us must be positive (got {slice_us})")
         if idle_timeout_s <= 0:
@@ -137,6 +142,58 @@ class PropheseeSource(SingleUse):
             else:
                 self._open_nd(serial, sensor_size)
         self._packetizer = LivePacketizer(self.sensor_size, self.name, idle_lag_us)
+        self._received_live = 0
+        self._delivered = 0
+        if buffer_from_connect is None:
+            buffer_from_connect = slicer is None
+        self._source_iter = iter(self._device if self.backend == "neuromorphic_drivers" else self._slicer)
+        convert = self._convert_nd if self.backend == "neuromorphic_drivers" else self._convert_slice
+        self._buffer = (IteratorBuffer(self._source_iter, convert, buffer_events, clock) if buffer_from_connect
+                        else None)
+
+    def _convert_slice(self, s) -> tuple[np.ndarray, int]:
+        return cd_to_events(np.asarray(s.events), self.sensor_size, self.name), int(s.t)
+
+    def _convert_nd(self, item) -> tuple[np.ndarray | None, None]:
+        _status, packet = item
+        arr = None
+        if packet is not None:
+            if hasattr(packet, "get"):
+                arr = packet.get("dvs_events", packet.get("polarity_events"))
+            else:
+                arr = getattr(packet, "polarity_events", None)
+        if arr is None or len(arr) == 0:
+            return None, None
+        return cd_to_events(np.asarray(arr), self.sensor_size, self.name), None
+
+    def _converted(self) -> Iterator[tuple[np.ndarray | None, object, float]]:
+        """``(events, payload, host_time_s)``: what the buffer took before iteration, then the live items."""
+        convert = self._convert_nd if self.backend == "neuromorphic_drivers" else self._convert_slice
+        if self._buffer is not None:
+            yield from self._buffer.stop()
+            if self._buffer.ended:
+                return
+        for item in self._source_iter:
+            if self._closed:
+                return
+            ev, payload = convert(item)
+            self._received_live += 0 if ev is None else int(ev.shape[0])
+            yield ev, payload, self._clock()
+
+    @property
+    def received_events(self) -> int:
+        """Events received from the camera, including any dropped while waiting for the first iteration."""
+        return (self._buffer.received_events if self._buffer else 0) + self._received_live
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped before the first iteration because more than ``buffer_events`` were waiting."""
+        return self._buffer.dropped_events if self._buffer else 0
+
+    @property
+    def delivered_events(self) -> int:
+        """Events handed out in packets."""
+        return self._packetizer.num_events if self.backend == "neuromorphic_drivers" else self._delivered
 
     @staticmethod
     def _pick_backend(backend: str) -> str:
@@ -209,12 +266,9 @@ class PropheseeSource(SingleUse):
     def _slice_packets(self) -> Iterator[EventPacket]:
         cursor: int | None = None
         last_t: int | None = None
-        n = 0
-        for s in self._slicer:
+        for ev, t_end, host_time_s in self._converted():
             if self._closed:
                 return
-            ev = cd_to_events(np.asarray(s.events), self.sensor_size, self.name)
-            t_end = int(s.t)
             if ev.size:
                 t = ev["t"]
                 if (last_t is not None and int(t[0]) < last_t) or np.any(t[1:] < t[:-1]):
@@ -228,37 +282,34 @@ class PropheseeSource(SingleUse):
                 if ev.size:
                     cursor = min(cursor, int(ev["t"][0]))
             start, cursor = cursor, max(cursor, t_end)
-            n += int(ev.shape[0])
-            yield EventPacket(ev, start, cursor, self._clock(), self.sensor_size)
+            self._delivered += int(ev.shape[0])
+            yield EventPacket(ev, start, cursor, host_time_s, self.sensor_size)
         if not self._closed:
-            raise SourceError(f"{self.name}: the camera stream ended after {n} events (camera unplugged?)")
+            raise SourceError(f"{self.name}: the camera stream ended (camera unplugged?); {delivery_note(self)}")
 
     def _nd_packets(self) -> Iterator[EventPacket]:
         pk = self._packetizer
-        for _status, packet in self._device:
+        for ev, _, now in self._converted():
             if self._closed:
                 return
-            now = self._clock()
-            arr = None
-            if packet is not None:
-                if hasattr(packet, "get"):
-                    arr = packet.get("dvs_events", packet.get("polarity_events"))
-                else:
-                    arr = getattr(packet, "polarity_events", None)
-            if arr is None or len(arr) == 0:
+            if ev is None:
                 yield pk.idle(now)
                 continue
-            pkt = pk.add(cd_to_events(np.asarray(arr), self.sensor_size, self.name), now)
+            pkt = pk.add(ev, now)
             if pkt is not None:
                 yield pkt
         last = pk.flush(self._clock())
         if last is not None:
             yield last
         if not self._closed:
-            raise SourceError(f"{self.name}: the camera stream ended after {pk.num_events} events (camera "
-                              "unplugged?)")
+            raise SourceError(f"{self.name}: the camera stream ended (camera unplugged?); {delivery_note(self)}")
 
     def close(self) -> None:
+        if self._buffer is not None:
+            try:
+                self._buffer.stop()
+            except Exception:  # noqa: BLE001 - closing: an error of unread data no longer matters
+                pass
         self._stop_iteration()
         if self._device is not None:
             device, self._device = self._device, None

@@ -713,6 +713,41 @@ def test_prophesee_converts_eventcd_mock_slicer():
     assert src.is_live and src.sensor_size == (1280, 720)
 
 
+@pytest.mark.parametrize("cap, delivered", [(50_000_000, None), (1, "last")])
+def test_prophesee_slices_before_the_first_iteration_are_buffered_mock_slicer(cap, delivered):
+    # GIVEN a camera whose slices are all handed out right after it is opened (the engine is still loading)
+    ev = runs_events(3_000, seed=9, t0=0, size=(1280, 720))
+    ev = ev[ev["t"] < 30_000]
+    slices, lo = [], 0
+    for b in (10_000, 20_000, 30_000):
+        hi = int(np.searchsorted(ev["t"], b))
+        slices.append(MockSlice(b, cd_events(ev[lo:hi])))
+        lo = hi
+    taken = []
+
+    def stream():
+        for sl in slices:
+            taken.append(sl)
+            yield sl
+
+    src = PropheseeSource(slicer=stream(), sensor_size=(1280, 720), buffer_from_connect=True, buffer_events=cap)
+    deadline = time.monotonic() + 10
+    while len(taken) < len(slices):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # WHEN iteration starts afterwards THEN every slice comes out (or, past the cap, the newest), counted
+    packets, err = collect_until_error(src)
+    got = concat(packets)
+    if delivered is None:
+        np.testing.assert_array_equal(got, ev)
+        assert src.received_events == src.delivered_events == ev.shape[0] and src.dropped_events == 0
+    else:
+        last = ev[ev["t"] >= 20_000]
+        np.testing.assert_array_equal(got, last)
+        assert src.dropped_events == ev.shape[0] - last.shape[0] and src.delivered_events == last.shape[0]
+    assert "stream ended" in str(err) and f"received {ev.shape[0]} events" in str(err)
+
+
 def test_prophesee_conversion_of_both_layouts_and_bounds():
     nd_dtype = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")])
     arr = np.array([(5, 1, 2, True), (6, 1279, 719, False)], dtype=nd_dtype)
