@@ -265,3 +265,23 @@ def check_output_file(path: str | None, option: str = "--video") -> None:
         raise LivenightError(f"{option} {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise LivenightError(f"{option} {path}: not writable")
+
+
+def live_summary(source, stats) -> str:
+    """The closing line's numbers for a live source: what the device sent, what the pipeline got, what it made.
+
+    ``source`` may have ``received_events`` / ``delivered_events`` / ``dropped_events`` (the live drivers do);
+    ``stats`` is the pipeline's (``events_in``, ``frames``, ``skipped_windows``, ``dropped_events``).
+    Example: ``received 66075 events (0 dropped before the engine was ready), 66075 ingested, 25 frames, 3 windows
+    skipped, 0 events dropped by the ring``.
+    """
+    parts = []
+    received = getattr(source, "received_events", None)
+    if received is not None:
+        early = getattr(source, "dropped_events", 0)
+        parts.append(f"received {received} events ({early} dropped before the engine was ready)")
+    parts.append(f"{stats.events_in} ingested")
+    parts.append(f"{stats.frames} frames")
+    parts.append(f"{stats.skipped_windows} windows skipped")
+    parts.append(f"{stats.dropped_events} events dropped by the ring")
+    return ", ".join(parts)
