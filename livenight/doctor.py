@@ -37,6 +37,15 @@ def _torch():
     return True, f"torch {torch.__version__}{dev}"
 
 
+def _cpu_path():
+    from .cpu import cpu_features, current_budget, describe_cpu_path, fast_cpu_dtype, plan_threads
+
+    feats = cpu_features()
+    budget = current_budget() or plan_threads()
+    path = describe_cpu_path(fast_cpu_dtype(feats), feats) + ("" if feats.bf16 else " (no AMX / AVX512-BF16 here)")
+    return True, f"{path}; thread budget: {budget.describe()}"
+
+
 def _ort():
     if not has("onnxruntime"):
         return False, f"not installed; {INSTALL_HINTS['onnxruntime']}"
@@ -78,6 +87,7 @@ def report() -> list[tuple[str, bool, str]]:
         _check("numba (fast kernels)", _module("numba", "numba")),
         _check("h5py (RLED files)", _module("h5py", "h5py")),
         _check("torch engine", _torch),
+        _check("CPU fast path", _cpu_path),
         _check("onnxruntime engine", _ort),
         _check("tensorrt engine", _tensorrt),
         _check("dv-processing (DAVIS, aedat4, tcp://)", _module("dv_processing", "dv-processing")),

@@ -141,3 +141,13 @@ def test_ort_options_size_the_pool_and_stop_spinning():
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert so.get_session_config_entry("session.inter_op.allow_spinning") == "0"
     assert CpuFeatures(False, False, "none").bf16_unit == ""
+
+
+def test_doctor_reports_the_cpu_path_and_the_thread_budget():
+    from livenight.doctor import report
+
+    rows = {name: (ok, detail) for name, ok, detail in report()}
+    ok, detail = rows["CPU fast path"]
+    feats = cpu_features()
+    assert ok and detail.startswith(describe_cpu_path(fast_cpu_dtype(feats), feats))
+    assert "compute thread" in detail and "cores" in detail
