@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -369,3 +370,395 @@ def bench_cpu(model: str | None = None, size: tuple[int, int] = (346, 260), wind
               f"{row['max_levels']:8.3f}{row['u8_p999']:12.0f}{row['u8_max']:5d}{row['last_p999']:18.3f}")
     print(f"  output range of the fp32 frames: {ref.min():.3f} .. {ref.max():.3f} (target: bf16 p99.9 <= 2 levels)")
     return result
+
+
+# ----------------------------------------------------------------------------------------------- threads
+def _threads_child(budget: bool, model: str, frames: int, size: tuple[int, int]) -> None:
+    """Run in a fresh interpreter (the thread pools and OpenMP's wait policy are fixed when torch loads): step the
+    torch engine over ``frames`` recorded windows and print one JSON line with frames/s."""
+    import json
+
+    if budget:
+        from .cpu import configure_threads
+
+        configure_threads()
+    import torch
+
+    from livenight.engines.torch_engine import TorchEngine
+
+    wins, _ = recorded_windows(frames + 2, size)
+    with TorchEngine(model, size) as eng:
+        for w in wins[:2]:  # warm-up: allocations, numba
+            eng.step(w)
+        t0 = time.perf_counter()
+        for w in wins[2:]:
+            eng.step(w)
+        wall = time.perf_counter() - t0
+    print(json.dumps({"fps": frames / wall, "threads": torch.get_num_threads()}))
+
+
+def _busy_job(cores: int) -> list:
+    """A competing CPU job: one spinning process per core (pure Python, no I/O)."""
+    import subprocess
+    import sys
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+
+
+def bench_threads(model: str | None = None, size: tuple[int, int] = (346, 260), frames: int = 20) -> dict:
+    """The bundled model's frames/s idle and with a competing CPU job on every core, with livenight's thread budget
+    and with torch's defaults; each run in a fresh process so each gets its own thread pools."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .cpu import available_cores, plan_threads
+
+    if model is None:
+        from livenight.engines import bundled_model
+
+        model = str(bundled_model())
+    cores = available_cores()
+    code = "import sys; from livenight.bench import _threads_child; _threads_child({b}, {m!r}, {f}, {s!r})"
+
+    def run(budget: bool) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME",
+                                                                 "NUMBA_NUM_THREADS", "LIVENIGHT_THREADS")}
+        out = subprocess.run([sys.executable, "-c", code.format(b=budget, m=model, f=frames, s=tuple(size))],
+                             capture_output=True, text=True, env=env, timeout=900)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench threads: the child failed: {out.stderr.strip().splitlines()[-1:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    load_before = os.getloadavg()[0]
+    res: dict = {}
+    for label, budget in (("torch default", False), ("livenight budget", True)):
+        idle = run(budget)
+        procs = _busy_job(cores)
+        try:
+            time.sleep(0.5)
+            busy = run(budget)
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+        res[label] = {"idle_fps": idle["fps"], "busy_fps": busy["fps"], "threads": idle["threads"],
+                      "kept": busy["fps"] / idle["fps"]}
+    print(f"bench threads: {Path(model).name} via the torch engine, {size[0]}x{size[1]}, {frames} recorded windows "
+          f"per run; {cores} cores; competing job: {cores} spinning processes; load average before: {load_before:.1f}")
+    print(f"  {'threads':<18}{'torch threads':>14}{'idle fps':>10}{'busy fps':>10}{'kept':>8}")
+    for label, r in res.items():
+        print(f"  {label:<18}{r['threads']:>14d}{r['idle_fps']:10.1f}{r['busy_fps']:10.1f}{100 * r['kept']:7.0f}%")
+    gain = res["livenight budget"]["busy_fps"] / res["torch default"]["busy_fps"]
+    print(f"  under load: budget / default {gain:.2f}x; budget keeps {100 * res['livenight budget']['kept']:.0f}% of "
+          f"its idle rate (target >= 50%); plan: {plan_threads().describe()}")
+    res["busy_ratio_budget_vs_default"] = gain
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def bench_pipeline(path: str | None = None, backends: tuple[str, ...] = ("torch", "onnxruntime", "complementary"),
+                   model: str | None = None, seconds: float = 2.0) -> dict:
+    """End to end, offline: an RLED ``.h5`` file → windows (the engine's default policy) → engine → PNG files, in
+    frames/s, against two baselines from the same run on the same file: the same pipeline with frames discarded
+    (no PNG encoding) and the engine alone (its own time per frame). Without ``path`` a night of ``seconds`` at
+    346x260 is simulated first (seed 7)."""
+    import tempfile
+
+    from livenight.drivers import open_source
+    from livenight.engines import open_engine
+
+    from .pipeline import Pipeline
+    from .sinks import NullSink, PngSink
+
+    res: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if path is None:
+            from .simulate import write_night
+
+            path = f"{tmp}/night.h5"
+            write_night(path, seconds=seconds, size=(346, 260), seed=7)
+            where = f"simulated night, {seconds:g} s at 346x260 (seed 7)"
+        else:
+            where = str(path)
+
+        def run(engine, sink) -> tuple:
+            with open_source(path) as src:
+                policy = engine.default_windows(getattr(src, "event_indices", None))
+                stats = Pipeline(src, src.sensor_size, engine, policy, [sink]).run()
+            return stats, policy
+
+        with open_source(path) as src:
+            size = src.sensor_size
+        for backend in backends:
+            engine = open_engine(None if backend == "complementary" else model, size, backend=backend,
+                                 say=lambda *a: None)
+            with engine:
+                run(engine, NullSink())  # warm-up: numba, allocations, the ONNX export cache
+                png, policy = run(engine, PngSink(f"{tmp}/png-{backend}"))
+                null, _ = run(engine, NullSink())
+            fps = png.frames / png.wall_s
+            r = {"frames": png.frames, "fps_png": fps, "fps_null": null.frames / null.wall_s,
+                 "fps_engine": null.frames / null.engine_s if null.engine_s > 0 else float("inf"),
+                 "engine": f"{engine.info.backend} {engine.info.name[:22]}", "window": type(policy).__name__}
+            res[backend] = r
+    print(f"bench pipeline: {where}; file → windows → engine → sink, offline (one thread, lossless)")
+    print(f"  {'engine':<34}{'frames':>7}{'PNG fps':>9}{'no-sink fps':>13}{'engine-only fps':>17}{'PNG/engine':>12}")
+    for r in res.values():
+        print(f"  {r['engine']:<34}{r['frames']:7d}{r['fps_png']:9.1f}{r['fps_null']:13.1f}{r['fps_engine']:17.1f}"
+              f"{r['fps_png'] / r['fps_engine']:11.2f}x")
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- GPU
+#: dense tensor-core peaks (TFLOP/s: fp16/bf16, tf32, plain fp32 FMA) from NVIDIA's data sheets; first match wins
+GPU_PEAK_TFLOPS = (("H200", (989.0, 494.0, 67.0)), ("H100 PCIe", (756.0, 378.0, 51.0)), ("H100", (989.0, 494.0, 67.0)),
+                   ("A100", (312.0, 156.0, 19.5)), ("L40S", (362.0, 183.0, 91.6)), ("L4", (121.0, 60.0, 30.0)),
+                   ("A10", (125.0, 62.5, 31.2)), ("RTX 4090", (165.0, 82.6, 82.6)))
+
+
+def gpu_peak_tflops(name: str) -> tuple[float, float, float] | None:
+    for key, peaks in GPU_PEAK_TFLOPS:
+        if key.lower() in name.lower():
+            return peaks
+    return None
+
+
+def conv_flops(net, x, state) -> float:
+    """FLOPs of one forward step, counted over every convolution (2 per multiply-add; the rest is negligible)."""
+    import torch
+
+    total = [0.0]
+
+    def hook(mod, inp, out):
+        k = mod.weight[0].numel()  # in_channels / groups × kernel area
+        total[0] += 2.0 * out.numel() * k
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                                     torch.nn.ConvTranspose2d))]
+    try:
+        with torch.inference_mode():
+            net(x, state)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def _driver_version() -> str:
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return "unknown"
+    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                         text=True, timeout=30)
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+class _GraphStep:
+    """One recurrent step captured as a CUDA graph: static input and state, the new state copied back in-graph."""
+
+    def __init__(self, net, x, state):
+        import torch
+
+        self.x = x.clone()
+        self.state = tuple(s.clone() for s in state)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(2):  # warm-up on a side stream before capture (cuDNN picks its algorithms here)
+                net(self.x, self.state)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.inference_mode():
+            self.image, new_state = net(self.x, self.state)
+            for s, n in zip(self.state, new_state):
+                s.copy_(n)
+
+    def __call__(self, x):
+        self.x.copy_(x)
+        self.graph.replay()
+        return self.image
+
+
+def _time_steps(step, x, n: int) -> float:
+    """Seconds per step over ``n`` steps, timed with CUDA events (one synchronisation at the end)."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        step(x)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / n
+
+
+def bench_gpu(sizes: tuple[tuple[int, int], ...] = ((346, 260), (1280, 720)), steps: int = 50,
+              parity_steps: int = 20, include_exported: bool = True) -> dict:
+    """The GPU check in one command: torch fp32 / fp16 / bf16, each with and without a CUDA graph, for NER-Net
+    (official size, random weights) and the bundled model at each size: frames/s and the fraction of the GPU's dense
+    peak; fp16 and bf16 against fp32 (TF32 off) over ``parity_steps`` recurrent steps of real windows; ONNX
+    Runtime's CUDA provider and TensorRT (FP16, with and without CUDA graphs) when installed. Prints as it goes."""
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"bench gpu: no CUDA device here (torch {torch.__version__}); nothing to measure")
+        return {}
+    from livenight.engines import bundled_model
+
+    from .letc import LetcTable
+    from .model.checkpoint import load_model
+    from .model.nernet import NERNet, NERNetConfig
+
+    t_start = time.perf_counter()
+    dev = torch.device("cuda")
+    name = torch.cuda.get_device_name()
+    peaks = gpu_peak_tflops(name)
+    torch.backends.cudnn.benchmark = True
+    print(f"bench gpu: {name}, driver {_driver_version()}, CUDA {torch.version.cuda}, torch {torch.__version__}, "
+          f"cuDNN {torch.backends.cudnn.version()}; dense peak fp16/tf32/fp32: "
+          f"{'/'.join(f'{p:g}' for p in peaks) + ' TFLOP/s' if peaks else 'unknown (fractions not shown)'}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
+    bundled = bundled_model()
+
+    def build(which: str, size):
+        torch.manual_seed(0)
+        if which == "NER-Net":
+            return NERNet(NERNetConfig(sensor_size=size)).eval()
+        return load_model(bundled, size).eval()
+
+    models = ["NER-Net"] + (["ner-tiny"] if bundled is not None else [])
+    res: dict = {"gpu": name, "cases": [], "parity": [], "exported": []}
+    print("  float32 convolutions run as TF32 (torch's default), so their fraction is of the TF32 peak", flush=True)
+    print(f"  {'model':<9}{'size':>10}{'dtype':>10}{'graph':>7}{'ms/frame':>10}{'frames/s':>10}{'GFLOP/frame':>13}"
+          f"{'TFLOP/s':>9}{'of peak':>9}", flush=True)
+    for which in models:
+        for size in sizes:
+            base = build(which, size)
+            w, h = size
+            x32 = torch.rand(1, base.cfg.in_channels, h, w, device=dev) * (torch.rand(1, 1, h, w, device=dev) < 0.05)
+            flops = conv_flops(base.to(dev), x32, base.initial_state(device=dev))
+            for dtype_name, dtype, peak_i in (("float32", torch.float32, 1), ("float16", torch.float16, 0),
+                                              ("bfloat16", torch.bfloat16, 0)):
+                net = copy.deepcopy(base).to(dev, dtype)
+                fmt = torch.channels_last if dtype != torch.float32 else torch.contiguous_format
+                net = net.to(memory_format=fmt)
+                x = x32.to(dtype).contiguous(memory_format=fmt)
+                for graph in (False, True):
+                    state = [net.initial_state(device=dev, dtype=dtype)]
+                    if graph:
+                        step = _GraphStep(net, x, state[0])
+                    else:
+                        def step(inp, net=net, state=state):
+                            with torch.inference_mode():
+                                img, state[0] = net(inp, state[0])
+                            return img
+                        for _ in range(3):
+                            step(x)
+                    s = _time_steps(step, x, steps)
+                    tflops = flops / s / 1e12
+                    frac = f"{100 * tflops / peaks[peak_i]:8.1f}%" if peaks else f"{'n/a':>9}"
+                    row = {"model": which, "size": list(size), "dtype": dtype_name, "graph": graph, "ms": 1e3 * s,
+                           "fps": 1 / s, "gflop": flops / 1e9, "tflops": tflops}
+                    res["cases"].append(row)
+                    print(f"  {which:<9}{f'{w}x{h}':>10}{dtype_name:>10}{'yes' if graph else 'no':>7}{1e3 * s:10.2f}"
+                          f"{1 / s:10.1f}{flops / 1e9:13.1f}{tflops:9.1f}{frac}", flush=True)
+                del net
+            torch.cuda.empty_cache()
+    # parity: fp16 / bf16 against true fp32 (TF32 off) over recurrent steps of real windows
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"  parity over {parity_steps} recurrent steps (max |Δ| per frame vs fp32 without TF32; target fp16 <= 1e-2):",
+          flush=True)
+    try:
+        for which in models:
+            size = sizes[0]
+            base = build(which, size)
+            wins, where = recorded_windows(parity_steps, size)
+            table = LetcTable.from_model(base)  # from the float32 weights
+            grids = [torch.from_numpy(table.grid(wi.events, size)).permute(2, 0, 1)[None].contiguous() for wi in wins]
+            outs = {}
+            for dtype_name, dtype in (("float32", torch.float32), ("float16", torch.float16),
+                                      ("bfloat16", torch.bfloat16)):
+                net = copy.deepcopy(base).to(dev, dtype)
+                state = net.initial_state(device=dev, dtype=dtype)
+                o = []
+                with torch.inference_mode():
+                    for g in grids:
+                        img, state = net(g.to(dev, dtype), state)
+                        o.append(img.float().cpu().numpy()[0, 0])
+                outs[dtype_name] = np.stack(o)
+            for dtype_name in ("float16", "bfloat16"):
+                d = np.abs(outs[dtype_name] - outs["float32"]).reshape(parity_steps, -1).max(axis=1)
+                res["parity"].append({"model": which, "dtype": dtype_name, "max": float(d.max()),
+                                      "last": float(d[-1])})
+                print(f"    {which:<9}{f'{size[0]}x{size[1]}':>10}{dtype_name:>10}  max {d.max():.2e}  last step "
+                      f"{d[-1]:.2e}  ({where})", flush=True)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    if include_exported:
+        _bench_gpu_exported(res, sizes, steps, build)
+    print(f"  bench gpu took {time.perf_counter() - t_start:.0f} s", flush=True)
+    return res
+
+
+def _bench_gpu_exported(res: dict, sizes, steps: int, build) -> None:
+    """ONNX Runtime (CUDA provider) and TensorRT FP16 for NER-Net, when installed; frames/s through the engines
+    (representation on the CPU included) and max |Δ| against torch fp32 over the same windows."""
+    import tempfile
+
+    from livenight._optional import has
+
+    ort_cuda = False
+    if has("onnxruntime"):
+        import onnxruntime as ort
+
+        ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    trt = has("tensorrt")
+    if not (ort_cuda or trt):
+        print("  ONNX Runtime CUDA provider: not installed; TensorRT: not installed", flush=True)
+        return
+    from livenight.engines.export import build_tensorrt, export_onnx
+    from livenight.engines.torch_engine import TorchEngine
+
+    for size in sizes[-1:]:  # the largest size only: exports and TensorRT builds take minutes
+        base = build("NER-Net", size)
+        wins, _ = recorded_windows(steps, size)
+        with TorchEngine(_clone(base), size, device="cuda") as ref_eng:
+            ref = [ref_eng.step(w).copy() for w in wins]
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = []
+            if ort_cuda:
+                from livenight.engines.ort_engine import OnnxRuntimeEngine
+
+                export_onnx(_clone(base), f"{tmp}/f32.onnx")
+                runs.append(("onnxruntime CUDA fp32", lambda: OnnxRuntimeEngine(f"{tmp}/f32.onnx", size,
+                                                                                providers=["CUDAExecutionProvider"])))
+            if trt:
+                from livenight.engines.trt_engine import TensorRTEngine
+
+                t0 = time.perf_counter()
+                export_onnx(_clone(base), f"{tmp}/f16.onnx", fp16=True)
+                build_tensorrt(f"{tmp}/f16.onnx", f"{tmp}/f16.engine")
+                print(f"    TensorRT build {size[0]}x{size[1]}: {time.perf_counter() - t0:.0f} s", flush=True)
+                for graphs in (False, True):
+                    runs.append((f"TensorRT fp16{' + graphs' if graphs else ''}",
+                                 lambda g=graphs: TensorRTEngine(f"{tmp}/f16.engine", size, cuda_graphs=g)))
+            for label, make in runs:
+                with make() as eng:
+                    eng.step(wins[0])
+                    eng.reset()
+                    outs, t0 = [], time.perf_counter()
+                    for w in wins:
+                        outs.append(eng.step(w).copy())
+                    fps = len(wins) / (time.perf_counter() - t0)
+                err = max(float(np.abs(a - b).max()) for a, b in zip(outs, ref))
+                res["exported"].append({"engine": label, "size": list(size), "fps": fps, "max_abs_vs_fp32": err})
+                print(f"    {label:<24}{f'{size[0]}x{size[1]}':>10}{fps:10.1f} frames/s end to end (CPU LETC "
+                      f"included)  max |Δ| vs torch fp32 {err:.2e}", flush=True)

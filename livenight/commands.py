@@ -45,9 +45,12 @@ def run_simulate(args) -> int:
 def _bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livenight bench", description="Benchmarks; each prints ratios against a "
                                                                     "baseline measured in the same run.")
-    p.add_argument("what", choices=("ring", "letc", "model"),
+    p.add_argument("what", choices=("ring", "letc", "model", "cpu", "threads", "pipeline", "gpu"),
                    help="ring: sustained ingest into the event ring buffer; letc: NER-Net's LETC lookup table vs "
-                        "the exact per-event MLP; model: per-stage times of a model path vs the reference path")
+                        "the exact per-event MLP; model: per-stage times of a model path vs the reference path; "
+                        "cpu: fp32 vs the bf16 CPU path (speed, parity over recurrent windows); threads: the bundled "
+                        "model idle and under a competing CPU job, thread budget vs torch's default; pipeline: "
+                        "file -> windows -> engine -> PNG end to end; gpu: the CUDA / TensorRT check (< 8 min)")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement (default 3)")
     p.add_argument("--packet-events", type=_positive_int, default=10_000, help="events per packet (default 10000)")
     p.add_argument("--capacity", type=_positive_int, default=1 << 22, help="ring capacity in events (default 4194304)")
@@ -60,6 +63,8 @@ def _bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1e6, help="model: input events/s (default 1e6)")
     p.add_argument("--base-channels", type=_positive_int, default=32,
                    help="model: width of the random NER-Net (default 32, the official width)")
+    p.add_argument("--windows", type=_positive_int, default=40, help="cpu: recurrent windows (default 40)")
+    p.add_argument("--file", metavar="H5", help="pipeline: RLED .h5 file (default: simulate 2 s at 346x260)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -74,6 +79,22 @@ def run_bench(args) -> int:
 
         bench_model(model=args.model, size=args.size or (346, 260), frames=args.frames, rate_ev_per_s=args.rate,
                     engine=args.engine, base_channels=args.base_channels)
+    elif args.what == "cpu":
+        from .bench import bench_cpu
+
+        bench_cpu(model=args.model, size=args.size or (346, 260), windows=args.windows)
+    elif args.what == "threads":
+        from .bench import bench_threads
+
+        bench_threads(model=args.model, size=args.size or (346, 260), frames=args.frames)
+    elif args.what == "pipeline":
+        from .bench import bench_pipeline
+
+        bench_pipeline(path=args.file, model=args.model)
+    elif args.what == "gpu":
+        from .bench import bench_gpu
+
+        bench_gpu()
     else:
         bench_ring(seconds=args.seconds, packet_events=args.packet_events, capacity=args.capacity)
     return 0
