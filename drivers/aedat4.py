@@ -638,23 +638,30 @@ class Aedat4Source(SingleUse):
             if self._closed:
                 return
             failed = True
-            audit.check(final=True)
-            if reader.corrupt is not None:
-                raise SourceError(f"{what}: corrupt aedat4 file: {reader.corrupt}; {audit.summary()}")
-            if n_events == 0 and reader.truncated is None:
-                audit.require_events()
+            if reader.corrupt is not None:  # the stream lost its packet boundaries: the rest cannot be read
+                raise SourceError(f"{what}: corrupt aedat4 file: {reader.corrupt}; replayed the {n_events} events "
+                                  f"before it ({audit.summary()})")
+            cut_short = reader.truncated is not None or self.truncated is not None
+            if not cut_short:  # a cut file was judged chunk by chunk; its end is the truncation error below
+                audit.check(final=True)
+                if n_events == 0:
+                    audit.require_events()
             failed = False
             if size:
                 rest = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 if t_start is None:
                     t_start = int(rest["t"][0])
                 yield EventPacket(rest, t_start, int(rest["t"][-1]) + 1, time.monotonic(), self.sensor_size)
-            truncated = reader.truncated or self.truncated
-            if truncated is not None:
+            if cut_short:
                 failed = True
                 last = f", the last at t={last_t} µs" if last_t is not None else ""
-                raise SourceError(f"{what}: truncated aedat4 file ({truncated}); replayed the {n_events} events "
-                                  f"that could be decoded{last}; whatever followed is missing")
+                if self.truncated is not None:
+                    what_happened = f"truncated aedat4 file ({self.truncated})"
+                else:  # the file is whole, so a packet announced more bytes than it has: a damaged size prefix
+                    what_happened = (f"corrupt aedat4 file: packet {reader.packets} announces more data than the "
+                                     f"file holds ({reader.truncated})")
+                raise SourceError(f"{what}: {what_happened}; replayed the {n_events} events that could be "
+                                  f"decoded{last}; whatever followed is missing")
         except SourceError:
             failed = True
             raise

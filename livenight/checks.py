@@ -112,8 +112,11 @@ class InputAudit:
         """Raise :class:`SourceError` when the input read so far is mostly implausible (or, for formats made of
         packets, when more than the same fraction of the packets was damaged)."""
         enough = self.items >= (MIN_FINAL_ITEMS if final else MIN_ITEMS)
+        # a damaged packet is skipped whole (nothing of it reaches the windows), so mid-stream only a majority of
+        # damaged packets is a verdict; the whole file is judged at its end
         damaged = self.counts.get("packets", 0)
-        many_packets = self.packets >= (1 if final else 64) and damaged > GARBAGE_FRACTION * self.packets
+        share = GARBAGE_FRACTION if final else 0.25
+        many_packets = self.packets >= (1 if final else 64) and damaged > share * self.packets
         if (enough and self.bad > GARBAGE_FRACTION * self.items) or many_packets:
             self._warned = True  # the error says it all
             raise SourceError(f"{self.what}: the payload does not decode as {self.fmt}: {self.summary()} in the "

@@ -296,5 +296,9 @@ def test_input_audit_judges_damaged_packets_by_their_share():
     audit.add("packets", 2)
     audit.check(final=True)  # 2 of 700 packets: kept
     audit.add("packets", 40)
+    audit.check()  # 6 %: mid-stream only a majority of damaged packets is a verdict (nothing of them leaks)
     with pytest.raises(SourceError, match="skipped 42 corrupt packets"):
+        audit.check(final=True)
+    audit.packets, audit.counts["packets"] = 100, 30
+    with pytest.raises(SourceError):
         audit.check()
