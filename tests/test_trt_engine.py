@@ -187,3 +187,118 @@ def test_the_old_cuda_graph_keyword_still_works(onnx_path, tmp_path):
     assert TensorRTEngine(plan, SIZE, cuda_graphs=True).cuda_graphs is True
     assert TensorRTEngine(plan, SIZE).cuda_graphs is False
     np.testing.assert_array_equal(TensorRTEngine(plan, SIZE).info.sensor_size, SIZE)
+
+
+# ---------------------------------------------------------------------------------------------- stream order
+# A stand-in for the few torch.cuda pieces the engine's step uses, recording on which stream each operation is
+# issued. It checks the order the engine asks for (upload, enqueue, download, event, wait); that CUDA then honours
+# that order is what the GPU test in test_engines.py checks.
+class _Streams:
+    def __init__(self):
+        self.log, self.active = [], ["default"]
+
+
+class _FakeStream:
+    def __init__(self, rec, name):
+        self.rec, self.name, self.cuda_stream = rec, name, 7
+
+    def wait_stream(self, other):
+        self.rec.log.append(("wait", self.name, other.name))
+
+    def synchronize(self):
+        self.rec.log.append(("stream-sync", self.name))
+
+
+class _FakeTensor:
+    def __init__(self, rec, name, arr=None):
+        self.rec, self.name, self.arr = rec, name, arr
+
+    def copy_(self, src, non_blocking=False):
+        self.rec.log.append(("copy", self.name, src.name, self.rec.active[-1]))
+
+    def zero_(self):
+        self.rec.log.append(("zero", self.name, self.rec.active[-1]))
+
+    def __getitem__(self, key):
+        return self
+
+    def data_ptr(self):
+        return id(self)
+
+    def numpy(self):
+        return self.arr
+
+
+def _fake_torch(rec):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def stream(s):
+        rec.active.append(s.name)
+        try:
+            yield
+        finally:
+            rec.active.pop()
+
+    default = _FakeStream(rec, "default")
+    cuda = types.SimpleNamespace(stream=stream, current_stream=lambda device=None: default)
+    return types.SimpleNamespace(cuda=cuda)
+
+
+class _LoggingCtx(_Ctx):
+    def __init__(self, rec):
+        super().__init__()
+        self.rec = rec
+
+    def execute_async_v3(self, stream_handle):
+        self.rec.log.append(("enqueue", stream_handle, self.rec.active[-1]))
+        return True
+
+
+class _Event:
+    def __init__(self, rec):
+        self.rec = rec
+
+    def record(self, stream):
+        self.rec.log.append(("record", stream.name))
+
+    def synchronize(self):
+        self.rec.log.append(("event-sync",))
+
+
+def _stream_engine(rec, cuda_graphs=False):
+    eng = _engine_with(_LoggingCtx(rec))
+    eng._torch, eng.device, eng.cuda_graphs, eng._parity = _fake_torch(rec), "cuda:0", cuda_graphs, 0
+    eng._stream, eng._done = _FakeStream(rec, "engine"), _Event(rec)
+    host_in = np.zeros((10, 3, 4), np.float32)
+    eng._host_in, eng._input = _FakeTensor(rec, "host_in", host_in), host_in
+    eng._host_out = _FakeTensor(rec, "host_out", np.zeros((8, 8), np.float32))
+    eng._in, eng._in_f32 = _FakeTensor(rec, "in"), _FakeTensor(rec, "in_f32")
+    eng._image, eng._image_f32 = _FakeTensor(rec, "image"), _FakeTensor(rec, "image_f32")
+    eng._sets = [[_FakeTensor(rec, f"s{p}{i}") for i in range(2)] for p in range(2)]
+    return eng
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_a_step_is_issued_on_the_engine_stream_and_read_after_its_event(cuda_graphs):
+    rec = _Streams()
+    eng = _stream_engine(rec, cuda_graphs)
+    eng._graphs = {p: types.SimpleNamespace(replay=lambda p=p: rec.log.append(("replay", p, rec.active[-1])))
+                   for p in (0, 1)}
+    x = np.ones((10, 3, 4), np.float32)
+    out = eng._run(x)
+    np.testing.assert_array_equal(eng._input, x)  # the representation's output went into the pinned upload buffer
+    run = ("replay", 0, "engine") if cuda_graphs else ("enqueue", 7, "engine")
+    assert rec.log == [("wait", "engine", "default"),  # after whatever the caller queued on its stream
+                       ("copy", "in_f32", "host_in", "engine"), ("copy", "in", "in_f32", "engine"), run,
+                       ("copy", "image_f32", "image", "engine"), ("copy", "host_out", "image_f32", "engine"),
+                       ("record", "engine"), ("event-sync",)]  # the host reads only after this
+    assert out is eng._host_out.arr and eng._parity == 1
+
+
+def test_reset_is_queued_on_the_engine_stream_behind_the_step():
+    rec = _Streams()
+    eng = _stream_engine(rec)
+    eng._parity = 1
+    eng._reset_state()
+    assert rec.log == [("zero", f"s{p}{i}", "engine") for p in range(2) for i in range(2)] and eng._parity == 0
