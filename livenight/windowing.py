@@ -51,6 +51,8 @@ class TimeWindows:
 
     #: an event gap longer than this resets the state (µs)
     default_max_gap_us = 1_000_000
+    #: windows can be empty (silences, time jumps)
+    has_gaps = True
 
     def __post_init__(self) -> None:
         if self.window_us <= 0 or self.stride_us <= 0:
@@ -93,12 +95,12 @@ class TimeWindows:
         window holding the next event (so a time jump costs one reset, not millions of empty windows)."""
         t0, _ = self.bounds(k, w.origin_us)
         i = w.ring.index_at_time(t0)
-        if i >= w.ring.head:  # nothing stored yet past t0: the covered end of the stream is the next time seen
+        if i >= w.ring.head:  # nothing stored past t0 yet: the covered end of the stream is the earliest next event
             t_next = w.ring.t_end_us
-            if t_next is None or t_next - t0 <= w.max_gap_us:
+            if t_next is None:
                 return k
-            return max(k, (t_next - w.origin_us - self.window_us) // self.stride_us)
-        t_next = int(w.ring.read_index(i, i + 1)["t"][0])
+        else:
+            t_next = int(w.ring.read_index(i, i + 1)["t"][0])
         if t_next - t0 <= w.max_gap_us:
             return k
         return max(k, (t_next - w.origin_us - self.window_us) // self.stride_us + 1)
@@ -132,6 +134,7 @@ class CountWindows:
     stride: int | None = None
 
     default_max_gap_us = 1_000_000
+    has_gaps = False
 
     def __post_init__(self) -> None:
         if self.count <= 0 or (self.stride is not None and self.stride <= 0):
@@ -197,6 +200,7 @@ class RledWindows:
     skip_last: bool = True
 
     default_max_gap_us = 2**62
+    has_gaps = False
 
     def __post_init__(self) -> None:
         idx = np.asarray(self.event_indices)
@@ -357,21 +361,40 @@ class Windower:
         if last < self.next_k:
             return
         if self.live:
-            skipped = last - self.next_k
+            skipped = self._count_skipped(last)
             self.skipped_windows += skipped
             self.next_k = last + 1
             yield self._window(last, skipped)
             return
         while self.next_k <= last:
-            k = self.policy.jump_over_gap(self, self.next_k)
-            if k != self.next_k:
-                self.gap_jumps += 1
-                self._reset_pending = True
-                self.next_k = k
-                if k > last:
-                    return
+            k = self.next_k = self._jump(self.next_k)
+            if k > last:
+                return
             self.next_k = k + 1
             yield self._window(k, 0)
+
+    def _count_skipped(self, last: int) -> int:
+        """Live: windows ``next_k … last − 1`` not shown. Stretches longer than the gap limit (a silence, a corrupt
+        time jump) are jumped over and not counted: nothing was there to show."""
+        if not self.policy.has_gaps:
+            return max(0, last - self.next_k)
+        skipped, k = 0, self.next_k
+        while k < last:
+            j = self._jump(k)
+            if j == k:
+                skipped, k = skipped + 1, k + 1
+            else:
+                k = j
+        return skipped
+
+    def _jump(self, k: int) -> int:
+        """Window ``k``, or past an empty stretch longer than the gap limit the one holding the next event (counted
+        in ``gap_jumps``; the state is reset there)."""
+        target = self.policy.jump_over_gap(self, k)
+        if target != k:
+            self.gap_jumps += 1
+            self._reset_pending = True
+        return target
 
     def partial_window(self) -> Window | None:
         """At the end of a finite stream too short for one complete time window: the first window, partial (so a

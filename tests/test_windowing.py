@@ -105,7 +105,8 @@ def test_live_windower_reaches_window_one_million_without_drift():
     (win,) = w.poll()
     assert w.origin_us == origin
     assert (win.index, win.t0_us, win.t1_us) == (10**6, far, far + 1000)
-    assert win.skipped == 10**6 and w.skipped_windows == 10**6
+    # a 333 s silence is a time jump: its empty windows are not "skipped" frames, and the state starts again
+    assert win.skipped == w.skipped_windows <= 3 and w.gap_jumps == 1 and win.reset
     assert win.events["t"].tolist() == [far + 500]
 
 
@@ -465,3 +466,20 @@ def test_sensor_size_change_sets_reset():
     # a change noticed while no window completes is kept for the next one
     assert push_until(12_500, (1280, 720)) == []
     assert push_until(14_000, (1280, 720)) == [(12, True), (13, False)]
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_corrupt_time_jump_costs_one_reset_not_a_window_per_stride(live):
+    """A timestamp 4,078 s ahead (a flipped bit) must not enumerate 100,000 empty windows, offline or live, and
+    live mode must not count them as skipped: the windower jumps to the window holding the next event."""
+    jump_us = 4_078_000_000
+    t = np.concatenate([np.arange(0, 200_000, 100), jump_us + np.arange(0, 200_000, 100)])
+    ref = _regular(t)
+    ring = EventRing(1 << 14)
+    w = Windower(TimeWindows(40_000, 40_000, origin_us=0), ring, live=live)
+    wins = _feed(w, ref, _packets(len(ref), 500, seed=3))
+    assert len(wins) <= 12 and w.gap_jumps == 1
+    after = [win for win in wins if win.t0_us >= jump_us - 40_000 and win.events.size]
+    assert after and after[0].events["t"][0] == jump_us and after[0].reset  # lands on the event, state reset
+    assert sum(win.reset for win in after) == 1
+    assert w.skipped_windows < 10  # live skipping counts real backlog, never the jump
