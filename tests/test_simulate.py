@@ -266,3 +266,79 @@ def test_write_night_writes_a_readable_rled_file(tmp_path):
         assert np.array_equal(f["images/image000000003"][()], s.frames[3])
         assert float(f["images/image000000003"].attrs["timestamp"]) == float(s.frame_end_us[3])
         assert np.array_equal(f["event_indices"][()], s.event_indices)
+
+
+# ---------------------------------------------------------------------------------------------------- natural scenes
+
+from livenight.simulate import NaturalScene, simulate_natural  # noqa: E402
+from livenight.simulate.natural import dead_leaves, pink_noise  # noqa: E402
+from livenight.simulate.stats import event_stats  # noqa: E402
+
+STATIC_EMPTY = NaturalScene(background="deadleaves", static_camera=True, velocity_px_per_s=(0.0, 0.0), n_objects=0)
+PAN = NaturalScene(background="noise", velocity_px_per_s=(120.0, 30.0), rotation_deg_per_s=5.0, n_objects=2)
+
+
+def test_natural_windows_are_contiguous_and_cover_every_event():
+    s = simulate_natural(0.5, (64, 48), seed=3, scene=PAN, window_us=50_000)
+    assert len(s.frames) == 10 and s.frames.shape[1:] == (48, 64)
+    assert np.array_equal(s.frame_end_us, (np.arange(10) + 1) * 50_000)
+    idx = s.event_indices
+    assert idx[0, 0] == 0 and np.array_equal(idx[1:, 0], idx[:-1, 1])  # each event in exactly one window
+    assert idx[-1, 1] == np.searchsorted(s.events["t"], 500_000)
+    t = s.events["t"]
+    for i in (0, 4, 9):
+        w = t[idx[i, 0]:idx[i, 1]]
+        assert w.size and w.min() >= s.frame_end_us[i] - 50_000 and w.max() < s.frame_end_us[i]
+    check_events(s.events, (64, 48))
+
+
+def test_natural_same_seed_is_identical():
+    a = simulate_natural(0.2, (48, 40), seed=8, scene=PAN)
+    b = simulate_natural(0.2, (48, 40), seed=8, scene=PAN)
+    assert len(a.events) > 100 and np.array_equal(a.events, b.events) and np.array_equal(a.frames, b.frames)
+
+
+def test_static_camera_background_fires_nothing_without_noise_and_objects():
+    quiet = DvsParams(threshold_on=0.3, threshold_off=0.3, max_step_us=2000, max_step_px=2.0, **QUIET)
+    s = simulate_natural(0.3, (64, 48), seed=4, scene=STATIC_EMPTY, dvs=quiet, shot_noise=0.0)
+    assert len(s.events) == 0
+    assert np.array_equal(s.frames[0], s.frames[-1])  # the well-lit reference does not change either
+    noisy = DvsParams(threshold_on=0.3, threshold_off=0.3, ba_rate_hz=0.5, n_hot_pixels=0)
+    n = simulate_natural(0.3, (64, 48), seed=4, scene=STATIC_EMPTY, dvs=noisy, shot_noise=0.0)
+    assert len(n.events) > 0 and event_stats(n.events, (64, 48))["isolated_per_px_s"] > 0.1
+
+
+def test_moving_objects_fire_where_they_are():
+    scene = NaturalScene(background="photo", static_camera=True, velocity_px_per_s=(0.0, 0.0), n_objects=1,
+                         object_speed_px_per_s=(80.0, 80.0), cars=1.0)
+    s = simulate_natural(0.5, (96, 64), seed=2, scene=scene, dvs=DvsParams(threshold_sigma=0.0, **QUIET),
+                         shot_noise=0.0)
+    assert len(s.events) > 200
+    changed = (np.abs(np.diff(s.frames.astype(int), axis=0)) > 0).any(axis=0)
+    on_changed = changed[s.events["y"], s.events["x"]]
+    assert on_changed.mean() > 0.95  # events fire where the reference changes: on the object, not the background
+
+
+def test_dead_leaves_and_pink_noise_are_in_range():
+    rng = np.random.default_rng(0)
+    dl = dead_leaves(rng, 64, 80)
+    assert dl.shape == (64, 80) and dl.dtype == np.float32 and 0 <= dl.min() and dl.max() <= 1
+    assert len(np.unique(np.round(dl, 3))) > 20  # many leaves, not a flat canvas
+    pn = pink_noise(rng, 128, 128, beta=1.0)
+    spec = np.abs(np.fft.rfft2(pn - pn.mean()))
+    low, high = spec[1:4, 1:4].mean(), spec[40:60, 40:60].mean()
+    assert low > 5 * high  # 1/f: low frequencies carry far more amplitude
+
+
+def test_event_stats_counts_isolated_events_and_rates():
+    ev = np.zeros(4, EVENT_DTYPE)
+    ev["t"] = [0, 1_000, 500_000, 1_000_000]
+    ev["x"] = [5, 6, 30, 5]
+    ev["y"] = [5, 5, 20, 5]
+    ev["p"] = [1, 1, 0, 1]
+    s = event_stats(ev, (40, 25))
+    assert s["ev_per_px_s"] == pytest.approx(4 / (40 * 25 * 1.0))
+    assert s["on_fraction"] == 0.75
+    # the first two are neighbours 1 ms apart (not isolated); the other two are alone
+    assert s["isolated_per_px_s"] == pytest.approx(2 / (40 * 25 * 1.0))
+    assert s["iei_median_ms"] == pytest.approx(1000.0)  # pixel (5, 5): 0 -> 1 s

@@ -18,9 +18,10 @@ from livenight.events import EVENT_DTYPE
 from livenight.letc import official_times
 from livenight.model.checkpoint import load_model
 from livenight.simulate import write_night
+from livenight.model.nernet import NERNet, NERNetConfig
 from livenight.training import (ArrayRecording, Augment, H5Recording, MemmapRecording, SequenceDataset,
-                             StepBatchSampler, TrainConfig, Trainer, load_config, prepare, run_train, ssim,
-                             synthetic_params, train, warp)
+                                SequenceModel, StepBatchSampler, TrainConfig, Trainer, load_config, natural_params,
+                                prepare, run_train, ssim, synthetic_params, train, warp)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"base_channels": 4, "num_encoders": 2, "num_residual_blocks": 1, "kernel_size": 3, "rep_channels": 8}
@@ -352,3 +353,59 @@ def test_ddp_two_processes_on_cpu_gloo(rled_dir, tmp_path):
     assert any(not torch.equal(p, q) for p, q in zip(r0["params"], _params(init)))
     assert (tmp_path / "ddp" / "last.pth").is_file()
     assert len(list(csv.DictReader(open(tmp_path / "ddp" / "train.csv")))) == 2
+
+
+# ------------------------------------------------------------------------------------------------ the bundled model
+
+
+def test_ner_lite_config_and_natural_draws():
+    cfg = load_config(ROOT / "configs" / "ner-lite.toml")
+    assert cfg.model.stem_stride == 4 and not cfg.model.letc_cnn and cfg.sequence_length >= 40
+    assert cfg.letc_table > 0 and cfg.data.natural.count > 0 and cfg.val.natural.seed != cfg.data.natural.seed
+    spec = cfg.data.natural
+    draws = [natural_params(spec, i) for i in range(16)]
+    th = [d[2].threshold_on for d in draws]
+    assert all(0.2 <= v <= 1.5 for v in th) and max(th) / min(th) > 2  # widely drawn contrast thresholds
+    assert {d[1].static_camera for d in draws} == {True, False}  # fixed-camera and ego-motion scenes
+    assert all(30_000 <= d[3] <= 50_000 for d in draws)
+    assert natural_params(spec, 5) == draws[5]
+    with pytest.raises(ValueError, match=r"unknown \[data.natural\] keys"):
+        load_config(ROOT / "configs" / "ner-lite.toml", overrides={"data.natural.tresh": 1})
+
+
+def test_table_letc_matches_the_exact_per_event_mlp_and_trains_it():
+    torch.manual_seed(0)
+    net = NERNet(NERNetConfig(sensor_size=(32, 32), base_channels=4, num_encoders=2, kernel_size=3,
+                              stem_stride=4, pred_kernel=3, letc_cnn=False))
+    for p in net.representation.parameters():
+        p.data.uniform_(-1, 1)
+    model = SequenceModel(net, letc_table=4097)
+    n = 400
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 32, (n,), generator=g), torch.randint(0, 32, (n,), generator=g)
+    t = torch.sort(torch.rand(n, generator=g))[0] * 0.04
+    p = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    u = torch.linspace(-4, 4, 4097)
+    table = net.representation.quantization_layer.value_layer(u)
+    fast, exact = model._table_quantize(table, x, y, t, p), net.quantize(x, y, t, p)
+    torch.testing.assert_close(fast, exact, rtol=1e-3, atol=1e-3 * float(exact.detach().abs().max()))
+    fast.sum().backward()
+    assert net.representation.quantization_layer.value_layer.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_stem_stride_runs_the_unet_at_lower_resolution_and_outputs_full_size():
+    cfg = NERNetConfig(sensor_size=(346, 260), base_channels=16, num_encoders=2, kernel_size=3, stem_stride=4,
+                       pred_kernel=3, letc_cnn=False)
+    assert cfg.pad_multiple == 16 and cfg.padded_size == (352, 272)
+    shapes = cfg.state_shapes()
+    assert shapes["m"] == (1, 16, 68, 88) and shapes["h0"] == (1, 32, 34, 44) and shapes["h1"] == (1, 64, 17, 22)
+    net = NERNet(cfg).eval()
+    assert not any(k.startswith("representation.ConvLayer") for k in net.state_dict())
+    assert net.state_dict()["unetrecurrent.head.conv2d.weight"].shape == (16, 10 * 16, 3, 3)
+    with torch.no_grad():
+        img, state = net(torch.rand(1, 10, 260, 346), net.initial_state())
+    assert img.shape == (1, 1, 272, 352) and [tuple(s.shape) for s in state] == list(shapes.values())
+    with pytest.raises(ValueError, match="stem_stride"):
+        NERNetConfig(stem_stride=0)
+    # the defaults are the official architecture: no new keys, same config as before the options existed
+    assert NERNetConfig().stem_stride == 1 and NERNetConfig().letc_cnn and NERNetConfig().pred_kernel == 1

@@ -215,7 +215,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         photos = photo_bank()
         return _resample(photos[int(rng.integers(len(photos)))], h, w, rng)
     tex = pink_noise(rng, h, w, rng.uniform(0.8, 2.0))
-    return (v + rng.uniform(0.2, 0.8) * (tex - 0.5)).astype(np.float32)
+    return np.clip(v + rng.uniform(0.2, 0.8) * (tex - 0.5), 0.0, 1.0).astype(np.float32)
 
 
 def _shape_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
