@@ -68,4 +68,19 @@ def open_source(uri: str | os.PathLike, **options) -> Source:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise MissingDependencyError(f"source {uri!r} needs a package that is missing ({e}); {hint}") from e
-    return getattr(module, cls_name).from_uri(uri, **options)
+    cls = getattr(module, cls_name)
+    return cls.from_uri(uri, **_options_for(cls, options))
+
+
+#: options the CLI and the Python API give every source; a driver that has no use for one ignores it
+SHARED_OPTIONS = ("sensor_size", "ts_unit")
+
+
+def _options_for(cls, options: dict) -> dict:
+    """Drop shared options the driver does not take (and None values); anything else goes through as given."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {k: v for k, v in options.items()
+            if v is not None and (k not in SHARED_OPTIONS or takes_all or k in params)}

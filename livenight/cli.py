@@ -64,9 +64,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     pace.add_argument("--speed", type=float, metavar="X",
                       help="replay at X times real time; 0 = as fast as possible (default: 1 with a window, "
                            "0 when only writing files)")
-    pace.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto",
-                      help="unit of events/ts in .h5 files (default: detect; integral values spanning > 10 ms "
-                           "are µs)")
+    _add_source_options(pace)
     win = p.add_argument_group("windows")
     win.add_argument("--windows", choices=("auto", "time", "count", "rled"), default="auto",
                      help="how events are cut into frames: fixed time, fixed count, or the RLED protocol "
@@ -112,6 +110,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     eng.add_argument("--log-range", type=float, default=1.5,
                      help="complementary filter: log units shown as full white / black (default 1.5)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_source_options(group) -> None:
+    """Options every reader understands where they apply (livenight.drivers.SHARED_OPTIONS)."""
+    group.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto",
+                       help="unit of events/ts in .h5 files (default: detect; integral values spanning > 10 ms "
+                            "are µs)")
+    group.add_argument("--sensor-size", type=_size, metavar="WxH",
+                       help="sensor geometry for .raw / .dat files whose header has none (default: from the header; "
+                            "else the largest coordinates seen, with a warning)")
+
+
+def source_options(args) -> dict:
+    return {"ts_unit": getattr(args, "ts_unit", None), "sensor_size": getattr(args, "sensor_size", None)}
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -200,8 +212,7 @@ def run_pipeline_command(args) -> int:
     speed = args.speed if args.speed is not None else (1.0 if gui else 0.0)
     if speed < 0:
         raise LivenightError(f"--speed must be >= 0 (0 = as fast as possible; got {speed:g})")
-    options = {"ts_unit": args.ts_unit} if Path(uri).suffix.lower() in (".h5", ".hdf5") else {}
-    with open_source(uri, **options) as source, _engine(args, source.sensor_size) as engine:
+    with open_source(uri, **source_options(args)) as source, _engine(args, source.sensor_size) as engine:
         live = bool(getattr(source, "is_live", False))
         stream = source if live or speed == 0 else paced(source, speed)
         policy = _policy(args, source, engine)
@@ -239,6 +250,10 @@ def run_pipeline_command(args) -> int:
             with tqdm(total=total, unit="frame", desc="reconstructing", disable=None, leave=False) as bar:
                 stats = pipe.run(progress=bar)
     print(f"livenight: {engine.info.name}: {stats.summary()}")
+    if live:
+        from .checks import live_summary
+
+        print(f"livenight: {uri}: {live_summary(source, stats)}")
     if stats.frames == 0 and stats.events_in:
         print(f"livenight: no window completed ({policy.describe()}); try a shorter --window-ms or "
               "--windows count", file=sys.stderr)
@@ -300,7 +315,7 @@ def _info_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livenight info",
                                 description="Describe a recording: sensor size, events, time range, reference frames.")
     p.add_argument("file", help="recording")
-    p.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto", help="unit of events/ts (default: detect)")
+    _add_source_options(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -308,11 +323,10 @@ def _info_parser() -> argparse.ArgumentParser:
 def run_info(args) -> int:
     from livenight.drivers import open_source
 
-    rled = Path(args.file).suffix.lower() in (".h5", ".hdf5")
-    with open_source(args.file, **({"ts_unit": args.ts_unit} if rled else {})) as src:
+    with open_source(args.file, **source_options(args)) as src:
         w, h = src.sensor_size
-        if rled:
-            f = src.file
+        f = getattr(src, "file", None)  # indexed formats (RLED) know their counts without a pass
+        if f is not None:
             n, t_first, t_last = f.num_events, f.t_first_us, f.t_last_us
             unit = f" (events/ts stored in {f.ts_unit})"
         else:  # other formats have no index: count by streaming once
@@ -384,6 +398,12 @@ def _check_before_run(args, runner) -> None:
             raise LivenightError(f"--speed must be a finite number >= 0 (0 = as fast as possible; got {args.speed:g})")
         check_output_dir(args.out, "--out")
         check_output_file(args.video, "--video")
+    elif runner is run_demo:
+        check_output_dir(args.out, "--out")
+    elif runner is commands.run_record:
+        check_output_file(args.out, "--out")
+    elif runner is commands.run_ets:
+        check_output_file(args.output, "OUTPUT")
 
 
 def main(argv: list[str] | None = None) -> int:

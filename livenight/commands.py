@@ -208,6 +208,9 @@ def _record_parser() -> argparse.ArgumentParser:
     src.add_argument("--replay", metavar="FILE", help="a recording to convert (.aedat4, .raw, .dat, .h5)")
     p.add_argument("--out", required=True, metavar="FILE", help="output .h5 (RLED layout)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds of events")
+    from .cli import _add_source_options
+
+    _add_source_options(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -251,8 +254,10 @@ def run_record(args) -> int:
             bar.update(len(pkt))
             yield pkt
 
+    from .cli import source_options
+
     uri = args.camera or args.replay
-    with open_source(uri) as source:
+    with open_source(uri, **source_options(args)) as source:
         live = bool(getattr(source, "is_live", False))
         sink = RledSink(args.out, source.sensor_size, references=getattr(source, "frames", None))
         try:
