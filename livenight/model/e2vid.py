@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from livenight.errors import EngineMismatchError, ShapeError, SourceError
 
-from .nernet import ConvLayer, ResidualBlock, UNetPadding, UpsampleConvLayer
+from .layers import ConvLayer, ResidualBlock, UNetPadding, UpsampleConvLayer
 
 Family = Literal["E2VID", "E2VID+", "FireNet", "FireNet+"]
 FAMILIES: tuple[str, ...] = ("E2VID", "E2VID+", "FireNet", "FireNet+")
