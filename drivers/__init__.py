@@ -18,12 +18,22 @@ from .base import Source as Source
 _DAVIS = ("livenight.drivers.davis:DavisSource", "pip install 'livenight[davis]'")
 _PROPHESEE = ("livenight.drivers.prophesee:PropheseeSource",
               "install the Metavision SDK (a vendor install, not on PyPI) or pip install neuromorphic-drivers")
+_ROS = ("livenight.drivers.rosbag:RosbagSource", "pip install 'livenight[ros]'")
 _KNOWN: dict[str, tuple[str, str]] = {
     ".aedat4": ("livenight.drivers.aedat4:Aedat4Source", "pip install aedat"),
+    ".bag": _ROS,
+    ".csv": ("livenight.drivers.tabular:TabularSource", ""),
     ".dat": ("livenight.drivers.prophesee_raw:DatSource", ""),
+    ".db3": _ROS,
     ".h5": ("livenight.drivers.rled:RledSource", ""),
     ".hdf5": ("livenight.drivers.rled:RledSource", ""),
+    ".mcap": _ROS,
+    ".npy": ("livenight.drivers.tabular:TabularSource", ""),
+    ".npz": ("livenight.drivers.tabular:TabularSource", ""),
     ".raw": ("livenight.drivers.prophesee_raw:PropheseeRawSource", ""),
+    ".txt": ("livenight.drivers.text:TextSource", ""),
+    ".yaml": _ROS,
+    ".zip": ("livenight.drivers.text:TextSource", ""),
     "davis346": _DAVIS,
     "davis://": _DAVIS,
     "dvxplorer": _DAVIS,
@@ -42,6 +52,8 @@ def known_sources() -> list[str]:
 def _key_of(uri: str) -> str:
     if "://" in uri:
         return uri.split("://", 1)[0].lower() + "://"
+    if (Path(uri) / "metadata.yaml").is_file():  # a rosbag2 folder
+        return ".yaml"
     suffix = Path(uri).suffix.lower()
     if suffix:
         return suffix
@@ -73,7 +85,7 @@ def open_source(uri: str | os.PathLike, **options) -> Source:
 
 
 #: options the CLI and the Python API give every source; a driver that has no use for one ignores it
-SHARED_OPTIONS = ("sensor_size", "ts_unit")
+SHARED_OPTIONS = ("columns", "sensor_size", "topic", "ts_unit")
 
 
 def _options_for(cls, options: dict) -> dict:

@@ -67,6 +67,7 @@ class InputAudit:
         "jump": "{n} forward time jumps over {far:g} s",
         "nonfinite": "{n} non-finite values",
         "packets": "skipped {n} corrupt packets",
+        "malformed": "skipped {n} malformed rows",
     }
 
     def __init__(self, what: str, unit: str, fmt: str, sensor_size: tuple[int, int] | None = None) -> None:

@@ -1,0 +1,204 @@
+"""Shared replay logic of the column readers (text, CSV / NumPy, ROS bags): column chunks → checked packets.
+
+Why it is like this: these formats all decode to plain columns ``t_us, x, y, p`` a chunk at a time, so the
+plausibility checks of :mod:`livenight.checks` (NaN, events outside the sensor, time spikes, clamping of late
+events, far jumps, the garbage verdict, the event-less file) and the packet cutting (packets tile time, runs of
+equal timestamps are never split) live here once instead of three times. Each chunk is held back until the next
+one arrived, so a time spike that starts at the end of one chunk and returns in the next is still seen whole
+(the aedat4 reader does the same per packet).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from livenight.checks import FAR_JUMP_US, InputAudit, InputWarning, far_jumps, time_spikes
+from livenight.errors import SourceError
+from livenight.events import EVENT_DTYPE, EventPacket, concat_events, polarity_to_on
+
+DEFAULT_CHUNK_EVENTS = 1 << 18
+
+
+class Columns:
+    """One decoded chunk: ``t_us`` int64 (or float µs that may hold NaN), ``x``, ``y``, ``p`` of any numeric
+    dtype, and ``at``: the position of the chunk's first row in the file (``"line 12"``) for messages."""
+
+    __slots__ = ("t_us", "x", "y", "p", "at")
+
+    def __init__(self, t_us, x, y, p, at: str) -> None:
+        self.t_us, self.x, self.y, self.p, self.at = t_us, x, y, p, at
+
+
+def to_us(t, scale_to_us: float) -> np.ndarray:
+    """Timestamps in any unit to µs: int64 when exact, float64 µs when NaN / inf must survive to the audit."""
+    t = np.asarray(t)
+    if t.dtype.kind in "iu" and scale_to_us == int(scale_to_us) and scale_to_us >= 1:
+        return t.astype(np.int64) * int(scale_to_us)
+    return np.rint(t.astype(np.float64) * scale_to_us)
+
+
+class ColumnStream:
+    """Audit column chunks and cut them into :class:`EventPacket` objects.
+
+    Args:
+        what: the file, for messages.
+        fmt: the format name used in the error (``"CSV"``, ``"rpg_e2vid text"``, …).
+        sensor_size: ``(width, height)``; events outside are dropped and counted.
+        chunk_events: events per packet (equal-timestamp runs are never split).
+        unit: what the audit counts (``"rows"``, ``"lines"``, ``"events"``).
+    """
+
+    def __init__(self, what: str, fmt: str, sensor_size: tuple[int, int], chunk_events: int = DEFAULT_CHUNK_EVENTS,
+                 unit: str = "rows") -> None:
+        if chunk_events <= 0:
+            raise ValueError(f"chunk_events must be positive (got {chunk_events})")
+        self.what = what
+        self.sensor_size = sensor_size
+        self.chunk_events = int(chunk_events)
+        self.audit = InputAudit(what, unit, fmt, sensor_size)
+        self._seen = 0
+        self._last_t: int | None = None
+        self.closed = False
+
+    # ---------------------------------------------------------------- one chunk
+    def _convert(self, c: Columns) -> np.ndarray:
+        """Checked events of one chunk (NaN and outside rows dropped and counted)."""
+        audit = self.audit
+        n = int(np.asarray(c.t_us).shape[0])
+        audit.items += n
+        t, x, y = np.asarray(c.t_us), np.asarray(c.x), np.asarray(c.y)
+        keep = None
+        bad = np.zeros(n, bool)
+        for col in (t, x, y):
+            if col.dtype.kind == "f":
+                bad |= ~np.isfinite(col)
+        if bad.any():
+            audit.add("nonfinite", int(bad.sum()), f"{c.at} + {int(np.flatnonzero(bad)[0])} rows")
+            keep = ~bad
+        width, height = self.sensor_size
+        with np.errstate(invalid="ignore"):
+            out = (x < 0) | (y < 0) | (x >= width) | (y >= height)
+        out &= ~bad
+        if out.any():
+            audit.add("outside", int(out.sum()), f"{c.at} + {int(np.flatnonzero(out)[0])} rows")
+            keep = ~(bad | out)
+        p = np.asarray(c.p)
+        if keep is not None:
+            t, x, y, p = t[keep], x[keep], y[keep], p[keep]
+        ev = np.empty(t.shape[0], dtype=EVENT_DTYPE)
+        ev["t"] = t
+        ev["x"] = x
+        ev["y"] = y
+        ev["p"] = polarity_to_on(p, what=f"{self.what}: polarity ({c.at})")
+        audit.events += int(ev.shape[0])
+        return ev
+
+    def _release(self, ev: np.ndarray, at: str, ahead_t: np.ndarray) -> np.ndarray | None:
+        """Drop time spikes, count far jumps, clamp what is older than the last released event; then the verdict."""
+        audit, last_t = self.audit, self._last_t
+        t = ev["t"]
+        before = [] if last_t is None else [last_t]
+        n = int(t.shape[0])
+        keep, n_spikes = time_spikes(np.concatenate([np.asarray(before, np.int64), t, ahead_t]))
+        if keep is not None:
+            keep = keep[len(before):len(before) + n]
+            if not keep.all():
+                gone = np.flatnonzero(~keep)
+                audit.spikes += n_spikes
+                audit.add("spike", int(gone.shape[0]), f"{at} + {int(gone[0])} rows")
+                ev = ev[keep]
+                t = ev["t"]
+        if t.shape[0]:
+            n_far, first = far_jumps(t)
+            if last_t is not None and int(t[0]) - last_t > FAR_JUMP_US:
+                n_far, first = n_far + 1, 0
+            audit.add("jump", n_far, f"{at} + {first or 0} rows")
+            floor = np.maximum.accumulate(t if last_t is None else np.maximum(t, last_t))
+            late = np.flatnonzero(t < floor)
+            if late.shape[0]:
+                audit.add("clamped", int(late.shape[0]), f"{at} + {int(late[0])} rows")
+                ev = ev.copy()
+                ev["t"] = floor
+        audit.check()
+        if not ev.shape[0]:
+            return None
+        self._last_t = int(ev["t"][-1])
+        return ev
+
+    def _checked(self, chunks: Iterable[Columns]) -> Iterator[np.ndarray]:
+        held: np.ndarray | None = None
+        held_at = ""
+        for c in chunks:
+            if self.closed:
+                return
+            ev = self._convert(c)
+            if not ev.shape[0]:
+                self.audit.check()
+                continue
+            if held is not None:
+                out = self._release(held, held_at, ev["t"])
+                if out is not None:
+                    yield out
+            held, held_at = ev, c.at
+        if held is not None and not self.closed:
+            out = self._release(held, held_at, np.empty(0, np.int64))
+            if out is not None:
+                yield out
+
+    # ---------------------------------------------------------------- packets
+    def packets(self, chunks: Iterable[Columns], warning: type[Warning] = InputWarning) -> Iterator[EventPacket]:
+        """The packets of the whole stream; the final verdict (garbage, no events) comes before the last packet,
+        and the repair warning at the end (or when the consumer stops early)."""
+        size = self.sensor_size
+        parts: list[np.ndarray] = []
+        n_parts = 0
+        t_start: int | None = None
+        failed = False
+        try:
+            for ev in self._checked(chunks):
+                parts.append(ev)
+                n_parts += int(ev.shape[0])
+                if n_parts < self.chunk_events:
+                    continue
+                chunk = concat_events(parts)
+                while chunk.shape[0] >= self.chunk_events:
+                    t = chunk["t"]
+                    cut = int(np.searchsorted(t, t[self.chunk_events - 1], side="right"))
+                    if cut >= t.shape[0]:  # the run may continue in the next chunk
+                        break
+                    out, chunk = chunk[:cut], chunk[cut:]
+                    t_start = int(out["t"][0]) if t_start is None else t_start
+                    t_end = int(chunk["t"][0])
+                    yield EventPacket(out, t_start, t_end, time.monotonic(), size)
+                    t_start = t_end
+                parts, n_parts = [chunk], int(chunk.shape[0])
+            if self.closed:
+                return
+            failed = True
+            self.audit.check(final=True)
+            self.audit.require_events()
+            failed = False
+            if n_parts:
+                rest = concat_events(parts)
+                t_start = int(rest["t"][0]) if t_start is None else t_start
+                yield EventPacket(rest, t_start, int(rest["t"][-1]) + 1, time.monotonic(), size)
+        except SourceError:
+            failed = True
+            raise
+        finally:
+            if not failed:
+                self.audit.warn(category=warning, stacklevel=3)
+
+
+def infer_sensor_size(max_x: int, max_y: int, what: str) -> tuple[int, int]:
+    """The sensor from the largest coordinates, with the one warning every reader gives for it."""
+    import warnings
+
+    if max_x < 0 or max_y < 0:
+        raise SourceError(f"{what}: no events to infer the sensor size from; pass sensor_size (--sensor-size WxH)")
+    warnings.warn(f"{what}: no sensor size in the file; inferred {max_x + 1}x{max_y + 1} from the largest event "
+                  "coordinates (pass --sensor-size WxH to override)", stacklevel=4)
+    return max_x + 1, max_y + 1
