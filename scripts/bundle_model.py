@@ -1,0 +1,52 @@
+"""Turn a training checkpoint into bundled weights: ``livenight/weights/NAME.pth`` (weights, architecture, step;
+no optimiser state) and its JSON sidecar (name, architecture, default windows as data, config, commands, data,
+compute, scores).
+
+    .venv/bin/python scripts/bundle_model.py runs/ner-lite-cpu/last.pth --name ner-lite --card card.json
+
+``--card`` is a JSON object merged into the sidecar (commands, data, compute, scores, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", help="training checkpoint (out_dir/last.pth)")
+    ap.add_argument("--name", default="ner-lite", help="bundled model name (default ner-lite)")
+    ap.add_argument("--card", default=None, help="JSON file merged into the sidecar")
+    ap.add_argument("--out", default=str(ROOT / "livenight" / "weights"), help="folder (default livenight/weights)")
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Path:
+    from livenight.model.checkpoint import load_model, read_checkpoint, save_model
+
+    ck = read_checkpoint(args.checkpoint)
+    net = load_model(args.checkpoint, (64, 64))
+    out = Path(args.out)
+    path = out / f"{args.name}.pth"
+    save_model(net, path, step=int(ck["step"]))
+    meta = {"name": args.name, "family": "nernet", "arch": "NERNet", "model": net.cfg.to_dict() | {"sensor_size": None},
+            "windows": {"kind": "time", "window_us": 40_000, "stride_us": 40_000},
+            "steps": int(ck["step"]), "parameters": sum(p.numel() for p in net.parameters())}
+    del meta["model"]["sensor_size"]
+    if args.card:
+        meta.update(json.loads(Path(args.card).read_text()))
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{path} ({path.stat().st_size / 1e6:.2f} MB), {path.with_suffix('.json')}")
+    return path
+
+
+def main(argv=None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
