@@ -8,7 +8,8 @@ training path.
 
 Time handling replicates the official inference bit for bit: timestamps become float32 *seconds*
 (``np.float32(t_us / 1e6)`` when the window spans more than 1000 µs), then are normalised in float32 to
-``[0, C−1]`` by the window's first and last event. Windows whose events share one timestamp are left
+``[0, C−1]`` by the window's first and last event. Absolute device clocks (DAVIS / aedat4 timestamps are Unix-epoch
+µs) are first rebased to the window's first event: float32 seconds cannot tell their events apart. Windows whose events share one timestamp are left
 unnormalised (as officially) and fall back to the exact MLP, since their ``u`` may leave the table.
 """
 
@@ -23,8 +24,18 @@ from .events import EVENT_DTYPE
 _scatter = None
 
 
+#: absolute timestamps above this (µs, about 2.4 h) are device or Unix-epoch clocks (DAVIS, aedat4: ~1.7e15 µs),
+#: where float32 seconds are 128 s apart and every event of a window would get the same time; they are rebased to
+#: the window's first event (in int64) first. The official loader only ever saw RLED times (seconds from the
+#: recording's start, far below this), whose conversion stays bit for bit the official one.
+REBASE_ABOVE_US = 1 << 33
+
+
 def official_times(t_us: np.ndarray) -> np.ndarray:
-    """float32 times as the official loader makes them: seconds when the window spans > 1000 µs."""
+    """float32 times as the official loader makes them: seconds when the window spans > 1000 µs (rebased to the
+    window's first event when the clock is absolute, see :data:`REBASE_ABOVE_US`)."""
+    if t_us.size and int(t_us[0]) >= REBASE_ABOVE_US:
+        t_us = t_us.astype(np.int64) - np.int64(t_us[0])
     t = t_us.astype(np.float64)
     if t.size and t[-1] - t[0] > 1000:
         t = t / 1e6
