@@ -84,7 +84,7 @@ def auto_backend(kind: str, device: str) -> str:
 
 
 def open_engine(model: str | os.PathLike | None = None, sensor_size: tuple[int, int] = (346, 260),
-                backend: str = "auto", device: str = "cpu", dtype: str = "float32", crop: bool | None = None,
+                backend: str = "auto", device: str = "cpu", dtype: str = "auto", crop: bool | None = None,
                 exact: bool = False, cuda_graphs: bool = False, threads: int = 0, say=print, **options):
     """The engine for a model (not yet open: use it in a ``with`` block).
 
@@ -94,11 +94,13 @@ def open_engine(model: str | os.PathLike | None = None, sensor_size: tuple[int, 
         sensor_size: ``(width, height)`` of the source.
         backend: ``auto`` (the fastest that works here), ``torch``, ``onnxruntime`` (a checkpoint is exported
             once and cached), ``tensorrt`` or ``complementary`` (the classical filter: no model).
-        device, dtype: where and in which precision the network runs (torch; TensorRT runs on CUDA).
+        device, dtype: where and in which precision the network runs (torch; TensorRT runs on CUDA). ``auto``:
+            the fastest precision measured to stay within 2 grey levels of float32 (NER-Net family: bfloat16 on
+            CPUs with AMX / AVX512-BF16, float16 on CUDA), else float32.
         crop: crop frames to the sensor size (None: the family's choice).
         exact: the reference path (NER-Net: the official per-event LETC MLP).
         cuda_graphs: TensorRT: replay the step as a CUDA graph.
-        threads: ONNX Runtime intra-op threads (0: its default).
+        threads: ONNX Runtime intra-op threads (0: the process's thread budget, livenight.cpu).
         **options: backend / family options (the classical filter's ``cutoff_hz``, E2VID's ``postprocess``, …).
 
     The engine's ``default_windows(event_indices)`` gives the window policy its model was trained with.
@@ -116,6 +118,11 @@ def open_engine(model: str | os.PathLike | None = None, sensor_size: tuple[int, 
     if not Path(model).exists():
         raise SourceNotFoundError(f"{model}: no such model file")
     chosen = auto_backend(kind, device) if backend == "auto" else backend
+    if not threads:
+        from livenight.cpu import current_budget
+
+        budget = current_budget()
+        threads = budget.compute if budget is not None else 0
     meta = model_meta(model) if kind == "checkpoint" else None
     if kind == "checkpoint":
         if chosen == "torch":
@@ -134,4 +141,4 @@ def open_engine(model: str | os.PathLike | None = None, sensor_size: tuple[int, 
     if kind == "onnxruntime":
         return backend_class("onnxruntime")(model, sensor_size, threads=threads, crop=crop)
     return backend_class("tensorrt")(model, sensor_size, device=device if device.startswith("cuda") else "cuda",
-                                     cuda_graph=cuda_graphs, crop=bool(crop))
+                                     cuda_graphs=cuda_graphs, crop=crop)

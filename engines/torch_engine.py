@@ -17,7 +17,10 @@ from livenight.errors import EngineMismatchError
 
 from .base import EngineInfo, ModelEngine
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: families whose "auto" precision is measured to stay within 2 grey levels of float32 (bf16 on the CPU, fp16 on
+#: CUDA: ``livenight bench cpu`` / ``livenight bench gpu``)
+AUTO_FAST = {"nernet"}
 
 
 class TorchEngine(ModelEngine):
@@ -27,7 +30,8 @@ class TorchEngine(ModelEngine):
         model: a checkpoint path, a built network, or a zero-argument callable returning one (built on open).
         sensor_size: ``(width, height)`` of the source.
         device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"``.
-        dtype: network precision (float16 only on CUDA).
+        dtype: network precision: ``auto`` (NER-Net family: bfloat16 on CPUs with AMX / AVX512-BF16, float16 on
+            CUDA; float32 otherwise), float32, float16 (CUDA only), bfloat16.
         crop: crop the padded output to the sensor size (None: the family's choice).
         exact_letc: NER-Net only: the official per-event MLP instead of the lookup table (reference path).
         family: a family object or name (None: from the checkpoint's content or the network's class).
@@ -107,27 +111,49 @@ class TorchEngine(ModelEngine):
         self.model = model.eval()
         self.cfg = cfg
         self.device = torch.device(self.device_name)
+        if self.dtype_name == "auto":
+            self.dtype_name = self._auto_dtype(family)
         self.dtype = getattr(torch, self.dtype_name)
         rep_keys = {"normalize"}
         representation = family.representation(model, exact=self.exact_letc,
                                                **{k: v for k, v in self._options.items() if k in rep_keys})
         post = family.postprocess(family.config_of(model) | {"family": family.variant(model)},
                                   **{k: v for k, v in self._options.items() if k not in rep_keys})
-        self.net = model.to(self.device, self.dtype)
+        self._cpu_bf16 = self.device.type == "cpu" and self.dtype_name == "bfloat16"
+        if self._cpu_bf16:  # bf16 convolutions + autocast + channels_last; the state's cell stays float32
+            from livenight.cpu import prepare_cpu_model
+
+            self.net = prepare_cpu_model(model, "bfloat16")
+        else:
+            self.net = model.to(self.device, self.dtype)
         from dataclasses import replace
 
-        self.info = replace(self.info, name=self._label or family.variant(model), device=str(self.device))
+        self.info = replace(self.info, name=self._label or family.variant(model), device=str(self.device),
+                            dtype=self.dtype_name)
         self._setup(family, representation, post, cfg.padded_size, cfg.padding(), cfg.in_channels)
 
     def _close_impl(self) -> None:
         self.state = None
 
+    def _auto_dtype(self, family) -> str:
+        if family.name not in AUTO_FAST:
+            return "float32"
+        if self.device_name.startswith("cuda"):
+            return "float16"
+        from livenight.cpu import fast_cpu_dtype
+
+        return fast_cpu_dtype()
+
     def _reset_state(self) -> None:
-        self.state = self.model.initial_state(device=self.device, dtype=self.dtype)
+        if self._cpu_bf16:
+            self.state = self.net.initial_state()
+        else:
+            self.state = self.model.initial_state(device=self.device, dtype=self.dtype)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
-        t = torch.from_numpy(x)[None].to(self.device, self.dtype, non_blocking=True)
+        in_dtype = torch.float32 if self._cpu_bf16 else self.dtype  # the bf16 wrapper casts inside autocast
+        t = torch.from_numpy(x)[None].to(self.device, in_dtype, non_blocking=True)
         with torch.inference_mode():
             img, self.state = self.net(t, self.state)
             return img[0, 0].float().cpu().numpy()  # .cpu() waits for the device

@@ -201,8 +201,8 @@ def check_device(device: str, dtype: str = "float32") -> None:
     """
     from .errors import LivenightError
 
-    if device == "cpu" and dtype == "float32":
-        return
+    if device == "cpu" and dtype in ("float32", "auto", "bfloat16"):
+        return  # bfloat16 runs on every CPU (fast where the CPU has AMX / AVX512-BF16)
     try:
         import torch
     except ImportError:
@@ -227,8 +227,8 @@ def check_device(device: str, dtype: str = "float32") -> None:
                                  "use --device cpu")
     elif dev.type != "cpu":
         raise LivenightError(f"--device {device}: livenight runs on cpu, cuda[:N] or mps (got {dev.type!r})")
-    if dtype in ("float16", "bfloat16") and dev.type == "cpu":
-        raise LivenightError(f"--dtype {dtype} needs a GPU (--device cuda); on a CPU use --dtype float32")
+    if dtype == "float16" and dev.type == "cpu":
+        raise LivenightError(f"--dtype {dtype} needs a GPU (--device cuda); on a CPU use --dtype bfloat16 or float32")
 
 
 def check_output_dir(path: str | None, option: str = "--out") -> None:

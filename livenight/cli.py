@@ -81,6 +81,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     win.add_argument("--max-gap-ms", type=float, metavar="MS",
                      help="an event gap longer than this resets the recurrent state (default 1000; never with "
                           "--windows rled, which like the official inference resets only per file)")
+    _add_filter_options(p)
     eng = p.add_argument_group("engine")
     eng.add_argument("--model", metavar="FILE",
                      help="a checkpoint of any supported family, recognised from its content (.pth/.pt/.pth.tar: the "
@@ -91,8 +92,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                           "Runtime, .engine/.plan on TensorRT; onnxruntime with a checkpoint exports it once and "
                           "caches it). complementary: a classical high-pass filter on log intensity, no weights")
     eng.add_argument("--device", default="cpu", help="torch device for --model: cpu, cuda, cuda:1 … (default cpu)")
-    eng.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                     help="network precision for --model (float16/bfloat16 need CUDA; default float32)")
+    eng.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                     help="network precision (default auto: for NER-Net-family models the fastest that stays within "
+                          "2 grey levels of float32 — bfloat16 on CPUs with AMX / AVX512-BF16, float16 on CUDA; "
+                          "float32 otherwise). float16 needs CUDA")
+    eng.add_argument("--exact", action="store_true",
+                     help="float32 network (the frames of the official code, within 1 grey level); with "
+                          "--exact-letc bit for bit")
+    eng.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="compute threads for torch / ONNX Runtime / numba (default: cores − 1, at least 1, so "
+                          "capture and display keep a core; $LIVENIGHT_THREADS also sets it)")
     eng.add_argument("--exact-letc", action="store_true",
                      help="compute LETC with the per-event MLP (the official path; slow) instead of the lookup table")
     crop = eng.add_mutually_exclusive_group()
@@ -112,6 +121,38 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _add_filter_options(p: argparse.ArgumentParser) -> None:
+    """Event filters between the source and the windows (livenight.filters); off unless asked for or unless the
+    model's metadata says its training used them."""
+    flt = p.add_argument_group("filters")
+    flt.add_argument("--hot-pixels", action="store_true",
+                     help="mask hot pixels: those firing more than --hot-pixels-factor times the median active pixel "
+                          "during the first --hot-pixels-ms ('livenight info FILE --hot-pixels' lists them)")
+    flt.add_argument("--hot-pixels-ms", type=float, default=1000.0, metavar="MS",
+                     help="stream time to learn hot pixels over, from the first event (default 1000)")
+    flt.add_argument("--hot-pixels-factor", type=float, default=10.0, metavar="X",
+                     help="hot = more than X times the median count of the pixels that fired (default 10)")
+    flt.add_argument("--hot-pixels-refresh-s", type=float, default=0.0, metavar="S",
+                     help="relearn the hot pixels every S seconds of stream time (default 0: never)")
+    flt.add_argument("--background-ms", type=float, metavar="MS",
+                     help="background-activity filter: keep an event only when a neighbouring pixel fired less than "
+                          "MS milliseconds before it (dv-processing's rule; typical 1-10)")
+    flt.add_argument("--noise-backend", choices=("auto", "numba", "dv"), default="auto",
+                     help="background-activity implementation: auto/numba (livenight's kernel, same events as "
+                          "dv-processing, far faster) or dv (dv-processing's BackgroundActivityNoiseFilter)")
+    flt.add_argument("--max-rate", type=float, metavar="MEV_S",
+                     help="event-rate limit in million events/s: bursts above it are randomly subsampled (per 1 ms, "
+                          "counted), so a camera at peak rate costs detail instead of falling behind")
+    flt.add_argument("--no-filters", action="store_true",
+                     help="no filters, even when the model's metadata asks for them")
+
+
+def _filters(args, sensor_size, engine):
+    from .filters import filters_for_run
+
+    return filters_for_run(args, sensor_size, engine, say=print)
+
+
 def _add_source_options(group) -> None:
     """Options every reader understands where they apply (livenight.drivers.SHARED_OPTIONS)."""
     group.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto",
@@ -120,10 +161,17 @@ def _add_source_options(group) -> None:
     group.add_argument("--sensor-size", type=_size, metavar="WxH",
                        help="sensor geometry for .raw / .dat files whose header has none (default: from the header; "
                             "else the largest coordinates seen, with a warning)")
+    group.add_argument("--topic", metavar="NAME",
+                       help="ROS bags: the event topic to read when there are several (default: the one with most "
+                            "messages; 'livenight info BAG' lists them)")
+    group.add_argument("--columns", metavar="ROLES",
+                       help=".csv / .npy / .npz: the role of each column in order, e.g. x,y,p,t ('-' skips one; "
+                            "default: from the column names, else guessed from the first rows)")
 
 
 def source_options(args) -> dict:
-    return {"ts_unit": getattr(args, "ts_unit", None), "sensor_size": getattr(args, "sensor_size", None)}
+    return {"ts_unit": getattr(args, "ts_unit", None), "sensor_size": getattr(args, "sensor_size", None),
+            "topic": getattr(args, "topic", None), "columns": getattr(args, "columns", None)}
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -153,21 +201,26 @@ def _engine(args, sensor_size):
     if args.engine == "complementary":
         options = {"cutoff_hz": args.cutoff_hz, "contrast_on": args.contrast, "contrast_off": args.contrast,
                    "log_range": args.log_range}
-    return open_engine(args.model, sensor_size, backend=args.engine, device=args.device, dtype=args.dtype,
+    dtype = "float32" if args.exact or args.exact_letc else args.dtype
+    return open_engine(args.model, sensor_size, backend=args.engine, device=args.device, dtype=dtype,
                        crop=not args.keep_padding, exact=args.exact_letc,
                        cuda_graphs=args.cuda_graphs, say=_say, **options)
 
 
 def _policy(args, source, engine):
     """--windows auto: what the engine's model was trained with; explicit options override it."""
-    from .windowing import CountWindows, RledWindows, TimeWindows
+    from .windowing import CountWindows, RledWindows, TimeWindows, windows_for_sensor
 
     indices = getattr(source, "event_indices", None)
     default = engine.default_windows(indices)
     kind = args.windows
     if kind == "auto":
         if args.window_ms is None and args.stride_ms is None:
-            return default
+            trained = (getattr(engine, "meta", None) or {}).get("sensor_size")
+            policy, why = windows_for_sensor(default, source.sensor_size, tuple(trained) if trained else None)
+            if policy is not default:
+                print(f"livenight: {why}")
+            return policy
         kind = "time"
     if kind == "rled":
         if indices is None:
@@ -233,7 +286,7 @@ def run_pipeline_command(args) -> int:
             sinks.append(video)
         pipe = Pipeline(stream, source.sensor_size, engine, policy, sinks, live=live or speed > 0,
                         reference=getattr(source, "frames", None), max_frames=args.max_frames,
-                        max_gap_us=_max_gap_us(args))
+                        max_gap_us=_max_gap_us(args), filters=_filters(args, source.sensor_size, engine))
         if video is not None and args.overlay:
             from .viewer.health import PipelineStatus
 
@@ -316,13 +369,36 @@ def _info_parser() -> argparse.ArgumentParser:
                                 description="Describe a recording: sensor size, events, time range, reference frames.")
     p.add_argument("file", help="recording")
     _add_source_options(p)
+    p.add_argument("--hot-pixels", action="store_true",
+                   help="list the hot pixels learned over the first --hot-pixels-ms (what --hot-pixels would mask)")
+    p.add_argument("--hot-pixels-ms", type=float, default=1000.0, metavar="MS",
+                   help="stream time to learn hot pixels over (default 1000)")
+    p.add_argument("--hot-pixels-factor", type=float, default=10.0, metavar="X",
+                   help="hot = more than X times the median count of the pixels that fired (default 10)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
+
+
+def _info_hot_pixels(args) -> int:
+    from livenight.drivers import open_source
+
+    from .filters import learn_hot_pixels
+
+    with open_source(args.file, **source_options(args)) as src:
+        hp, seen = learn_hot_pixels(src, args.hot_pixels_ms, args.hot_pixels_factor)
+    hot = hp.hot_list()
+    print(f"{args.file}: {len(hot)} hot pixels over the first {args.hot_pixels_ms:g} ms ({seen} events; median "
+          f"active pixel {hp.median_count:g} events, hot above {args.hot_pixels_factor:g}x that)")
+    for x, y, n in hot:
+        print(f"  x={x:<5d} y={y:<5d} {n} events ({n / (args.hot_pixels_ms / 1000) :.0f} events/s)")
+    return 0
 
 
 def run_info(args) -> int:
     from livenight.drivers import open_source
 
+    if args.hot_pixels:
+        return _info_hot_pixels(args)
     with open_source(args.file, **source_options(args)) as src:
         w, h = src.sensor_size
         f = getattr(src, "file", None)  # indexed formats (RLED) know their counts without a pass
@@ -346,6 +422,10 @@ def run_info(args) -> int:
             print(f"  time           {t_first} .. {t_last} µs{unit}")
         print(f"  frames         {0 if frames is None else len(frames)}")
         print(f"  event_indices  {'yes' if idx is not None else 'no'}")
+        for name, msgtype, count in getattr(src, "topics", ()):  # ROS bags
+            mark = " (read)" if name == getattr(src, "topic", None) else (
+                " (frames)" if name == getattr(src, "image_topic", None) else "")
+            print(f"  topic          {name}  {msgtype}  {count} messages{mark}")
     return 0
 
 
@@ -408,6 +488,9 @@ def _check_before_run(args, runner) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, runner = parse_args(argv)
+    from .cpu import configure_threads
+
+    configure_threads(getattr(args, "threads", None))  # before torch / numba start their pools
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

@@ -118,7 +118,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 def run_eval(args) -> int:
     from livenight.drivers import open_source
 
-    from .cli import _engine, _max_gap_us, _policy
+    from .cli import _engine, _filters, _max_gap_us, _policy, source_options
 
     from .eval import FrameScorer, SequenceScores, lpips_available, write_csv
     from .pipeline import Pipeline
@@ -132,7 +132,7 @@ def run_eval(args) -> int:
     rows = []
     for path in args.files:
         args.replay = path
-        with open_source(path) as source:
+        with open_source(path, **source_options(args)) as source:
             if getattr(source, "frames", None) is None:
                 raise LivenightError(f"{path}: no reference frames to evaluate against")
             scores = SequenceScores(Path(path).name)
@@ -145,11 +145,14 @@ def run_eval(args) -> int:
                 policy = _policy(args, source, engine)
                 stats = Pipeline(source, source.sensor_size, engine, policy, [], live=False,
                                  reference=source.frames, max_frames=args.max_frames,
-                                 max_gap_us=_max_gap_us(args), on_frame=on_frame).run()
+                                 max_gap_us=_max_gap_us(args), on_frame=on_frame,
+                                 filters=_filters(args, source.sensor_size, engine)).run()
             scores.fps = stats.frames / stats.wall_s if stats.wall_s else 0.0
             rows.append(scores)
             print(f"{scores.name}: {scores.frames} frames  MSE {scores.mean('mse'):.5f}  SSIM {scores.mean('ssim'):.4f}"
-                  + (f"  LPIPS {scores.mean('lpips'):.4f}" if scores.lpips else "") + f"  {scores.fps:.2f} frames/s")
+                  + (f"  LPIPS {scores.mean('lpips'):.4f}" if scores.lpips else "") + f"  {scores.fps:.2f} frames/s"
+                  + (f"  filtered {stats.filtered_events} of {stats.events_in} events ({stats.filter_counts})"
+                     if stats.filter_counts else ""))
             print(f"{scores.name}: percentile-normalised: SSIM on active pixels {scores.mean('ssim_active'):.4f} "
                   f"({len(scores.ssim_active)} frames)  full-frame SSIM {scores.mean('ssim_norm'):.4f}  "
                   f"MSE {scores.mean('mse_norm'):.5f}")

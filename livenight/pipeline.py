@@ -28,7 +28,7 @@ from .events import EventPacket
 from .render import to_uint8
 from .ring import EventRing
 from .sinks import Frame, FrameSink
-from .windowing import Window, Windower, WindowPolicy
+from .windowing import RledWindows, Window, Windower, WindowPolicy
 
 
 @dataclass
@@ -46,6 +46,8 @@ class PipelineStats:
     # bounded on long runs. Unpaced replays have no arrival clock to measure against: throughput only.
     latency_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
     live: bool = False
+    filtered_events: int = 0  # removed by the event filters (livenight.filters), per filter in filter_counts
+    filter_counts: str = ""
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(np.fromiter(self.latency_s, float), q) * 1e3) if self.latency_s else float("nan")
@@ -56,7 +58,8 @@ class PipelineStats:
                    "(last event of the window -> frame out), " if self.live and self.latency_s else "")
         return (f"{self.frames} frames in {self.wall_s:.2f} s ({fps:.1f} frames/s), {self.events_in} events, "
                 f"engine {1e3 * self.engine_s / max(1, self.frames):.2f} ms/frame, {latency}"
-                f"skipped windows {self.skipped_windows}, dropped events {self.dropped_events}")
+                f"skipped windows {self.skipped_windows}, dropped events {self.dropped_events}"
+                + (f", filtered events {self.filtered_events} ({self.filter_counts})" if self.filter_counts else ""))
 
 
 class Pipeline:
@@ -72,13 +75,17 @@ class Pipeline:
         reference: optional reference frames (``t_us`` + indexing) to attach to each frame.
         max_frames: stop after this many frames.
         ring_capacity: events the ring holds (21 bytes each); offline it grows instead of dropping.
+        filters: a :class:`~livenight.filters.FilterChain` (packet -> packet) applied before the ring.
     """
 
     def __init__(self, source: Iterable[EventPacket], sensor_size: tuple[int, int], engine, policy: WindowPolicy,
                  sinks: Sequence[FrameSink] = (), live: bool = False, reference=None, max_frames: int | None = None,
                  max_gap_us: int | None = None, ring_capacity: int = 1 << 22,
-                 on_frame: Callable[[Frame], None] | None = None) -> None:
+                 on_frame: Callable[[Frame], None] | None = None, filters=None) -> None:
         self.source = source
+        self.filters = filters
+        if filters is not None and isinstance(policy, RledWindows):  # index windows follow the filtered stream
+            policy = RledWindows(filters.track_indices(policy.event_indices), policy.skip_last)
         self.sensor_size = tuple(sensor_size)
         self.engine = engine
         self.policy = policy
@@ -141,8 +148,11 @@ class Pipeline:
             self.stats.events_in += len(pkt)
             return
         self.windower.notice_sensor_size(pkt.sensor_size)
-        self.ring.push(pkt.events, pkt.t_end_us, pkt.host_time_s)
         self.stats.events_in += len(pkt)
+        if self.filters is not None:
+            pkt = self.filters(pkt)
+            self.stats.filtered_events = self.filters.removed
+        self.ring.push(pkt.events, pkt.t_end_us, pkt.host_time_s)
 
     # ------------------------------------------------------------------ run
     def run(self, progress=None) -> PipelineStats:
@@ -164,6 +174,9 @@ class Pipeline:
             self.stats.wall_s = time.perf_counter() - t_start
             self.stats.skipped_windows = self.windower.skipped_windows
             self.stats.dropped_events = self.ring.dropped_events
+            if self.filters is not None:
+                self.stats.filtered_events = self.filters.removed
+                self.stats.filter_counts = self.filters.counts_text()
         return self.stats
 
     def stop(self) -> None:

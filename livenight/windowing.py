@@ -273,6 +273,46 @@ def policy_from_json(d: dict) -> WindowPolicy:
     raise ValueError(f"window policy kind must be 'time' or 'count' (got {kind!r} in {d!r})")
 
 
+#: the resolution the default windows were chosen for (DAVIS346: the RLED dataset, the simulated nights)
+REFERENCE_SENSOR = (346, 260)
+#: per-sensor adjustment never makes a time window shorter than this
+MIN_SENSOR_WINDOW_US = 10_000
+
+
+def windows_for_sensor(policy: WindowPolicy, sensor_size: tuple[int, int],
+                       trained_size: tuple[int, int] | None = None) -> tuple[WindowPolicy, str]:
+    """A model's default windows adjusted to a sensor larger than the one they were chosen for, and why.
+
+    For the same field of view and motion, an edge crosses ``r = sqrt(pixels / trained pixels)`` times more pixels
+    per second on a larger sensor, so a window of the trained length would show trails ``r`` times longer (in
+    pixels) than the model saw in training. Time windows are therefore shortened by ``r`` (the stride with them
+    when windows are contiguous, else kept), never below 10 ms; count windows grow by ``r²`` (the same events per
+    pixel). RLED windows are a protocol and stay; sensors no larger than the trained one keep the defaults.
+
+    Example:
+        >>> windows_for_sensor(TimeWindows(40_000, 40_000), (1280, 720))[0]
+        TimeWindows(window_us=12000, stride_us=12000, origin_us=None)
+    """
+    tw, th = trained_size or REFERENCE_SENSOR
+    w, h = sensor_size
+    r = float(np.sqrt((w * h) / (tw * th)))
+    base = f"{w}x{h} sensor"
+    if r <= 1.0 or isinstance(policy, RledWindows):
+        return policy, f"{base}: the model's default windows"
+    if isinstance(policy, CountWindows):
+        count = int(min(MAX_WINDOW_EVENTS, round(policy.count * r * r, -3)))
+        stride = None if policy.stride is None else int(round(policy.stride * r * r, -3))
+        return (CountWindows(count, stride),
+                f"{base}: {policy.count} events per window at {tw}x{th} scaled by the pixel count ({r * r:.2g}x)")
+    window_us = max(MIN_SENSOR_WINDOW_US, int(round(policy.window_us / r, -3)))
+    if window_us >= policy.window_us:
+        return policy, f"{base}: the model's default windows"
+    stride_us = window_us if policy.stride_us == policy.window_us else policy.stride_us
+    return (TimeWindows(window_us, stride_us),
+            f"{base}: windows shortened {r:.2g}x from {policy.window_us / 1000:g} ms at {tw}x{th}, so motion trails "
+            "stay as long in pixels as in training")
+
+
 @dataclass(frozen=True)
 class Window:
     """One reconstruction window: its events and what downstream must know about it."""

@@ -124,10 +124,11 @@ def test_transcribed_letc_kernel_matches_the_reference_table():
 
 @pytest.mark.parametrize("letc", ["table", "exact"])
 def test_cli_writes_the_official_frames(recording, tmp_path, letc):
+    """--exact (float32 network): within one grey level with the LETC table, bit for bit with --exact-letc."""
     h5, model = recording / "seq.h5", recording / "m.pth"
     out = tmp_path / "out"
     argv = ["--replay", str(h5), "--model", str(model), "--no-gui", "--out", str(out), "--save-gt", "--save-evframe",
-            "--keep-padding"]
+            "--keep-padding", "--exact"]
     assert main(argv + (["--exact-letc"] if letc == "exact" else [])) == 0
     ref, n_imgs = _official(h5, model)
     written = sorted(out.glob("frame_*.png"))
@@ -142,6 +143,17 @@ def test_cli_writes_the_official_frames(recording, tmp_path, letc):
     assert len(list((out / "gt").glob("*.png"))) == 7 and len(list((out / "events").glob("*.png"))) == 7
     with RledFile(h5) as f:
         np.testing.assert_array_equal(np.asarray(Image.open(out / "gt" / "frame_00003.png")), f.image(3))
+
+
+def test_default_precision_stays_within_two_grey_levels_of_the_official_frames(recording, tmp_path, capsys):
+    """The default (bf16 on CPUs that have it, else float32) must stay within 2 grey levels at p99.9."""
+    h5, model = recording / "seq.h5", recording / "m.pth"
+    out = tmp_path / "fast"
+    assert main(["--replay", str(h5), "--model", str(model), "--no-gui", "--out", str(out), "--keep-padding"]) == 0
+    ref, _ = _official(h5, model)
+    diffs = np.concatenate([np.abs(np.asarray(Image.open(p)).astype(int) - r.astype(int)).ravel()
+                            for p, r in zip(sorted(out.glob("frame_*.png")), ref)])
+    assert np.percentile(diffs, 99.9) <= 2
 
 
 def test_crop_option_gives_sensor_size(recording, tmp_path):
@@ -209,7 +221,7 @@ def test_export_then_replay_with_onnx_gives_the_same_frames(recording, tmp_path)
     assert main(["export", str(recording / "m.pth"), "--onnx", str(onnx), "--size", f"{SIZE[0]}x{SIZE[1]}"]) == 0
     a, b = tmp_path / "a", tmp_path / "b"
     base = ["--replay", str(recording / "seq.h5"), "--no-gui", "--max-frames", "4"]
-    assert main(base + ["--model", str(recording / "m.pth"), "--out", str(a)]) == 0
+    assert main(base + ["--model", str(recording / "m.pth"), "--exact", "--out", str(a)]) == 0  # float32 like the ONNX
     assert main(base + ["--model", str(onnx), "--out", str(b)]) == 0
     for k in range(4):
         x = np.asarray(Image.open(a / f"frame_{k:05d}.png")).astype(int)
