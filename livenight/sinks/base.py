@@ -25,7 +25,7 @@ class Frame:
     events: np.ndarray  # the window's events (for event frames)
     sensor_size: tuple[int, int]
     reference: np.ndarray | None = None  # (H, W) uint8 ground-truth / APS frame, when the source has one
-    host_time_s: float = 0.0  # monotonic time the newest contributing packet arrived
+    host_time_s: float = 0.0  # monotonic arrival of the window's last event (live runs); 0.0 unpaced
 
 
 class FrameSink(Protocol):
