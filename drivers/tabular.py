@@ -95,6 +95,7 @@ def map_named(names: list[str], what: str, hint: str) -> _Mapping:
 def map_positional(sample: np.ndarray, what: str, hint: str) -> _Mapping:
     """Choose among the usual layouts from a ``(rows, k)`` float sample."""
     k = sample.shape[1]
+    sample = sample[np.isfinite(sample).all(axis=1)]  # a damaged row is the audit's business, not the layout's
     if k >= 4:
         for layout in _POSITIONAL:
             cols = {r: sample[:, i] for i, r in enumerate(layout)}

@@ -12,7 +12,9 @@ Options: ``model`` (a checkpoint of any registered family, ``.onnx``, ``.engine`
 (``auto``, ``torch``, ``onnxruntime``, ``tensorrt``, ``complementary``), ``windows`` (a policy from
 :mod:`livenight.windowing` or its dict form, e.g. ``{"kind": "time", "window_us": 20000, "stride_us": 20000}``),
 ``device``, ``dtype``, ``crop``, ``speed`` (1.0 paces a replay to real time; cameras are always live),
-``max_frames`` and the source's own options (e.g. ``ts_unit`` for RLED files).
+``max_frames``, ``filters`` (a :class:`~livenight.filters.FilterConfig` or its dict form, e.g.
+``{"background_ms": 2}``; default: what the model's metadata asks for, usually none) and the source's own
+options (e.g. ``ts_unit`` for RLED files, ``topic`` for ROS bags).
 
 Pieces, for your own loop (a ROS node, a notebook)::
 
@@ -44,9 +46,22 @@ def _policy(windows, engine, source):
     return windows
 
 
+def _filters(filters, engine, sensor_size):
+    from .filters import FilterConfig, build_filters
+
+    if filters is None:
+        meta = getattr(engine, "meta", None) or {}
+        filters = meta.get("filters") if isinstance(meta.get("filters"), dict) else None
+    if filters is None:
+        return None
+    config = filters if isinstance(filters, FilterConfig) else FilterConfig.from_json(dict(filters))
+    return build_filters(config, sensor_size)
+
+
 def reconstruct(source: str | os.PathLike, model: str | os.PathLike | None = None, backend: str = "auto",
                 windows=None, device: str = "cpu", dtype: str = "float32", crop: bool = True,
-                speed: float = 0.0, max_frames: int | None = None, sinks=(), **source_options) -> Iterator:
+                speed: float = 0.0, max_frames: int | None = None, sinks=(), filters=None,
+                **source_options) -> Iterator:
     """Yield reconstructed :class:`~livenight.sinks.Frame` objects from a source (a file path, a camera name
     such as ``davis346`` / ``evk4``, or a URI such as ``tcp://host:port``). Leaving the loop stops the source.
     """
@@ -62,5 +77,6 @@ def reconstruct(source: str | os.PathLike, model: str | os.PathLike | None = Non
         live = bool(getattr(src, "is_live", False))
         stream = src if live or speed == 0 else paced(src, speed)
         pipe = Pipeline(stream, src.sensor_size, engine, _policy(windows, engine, src), list(sinks),
-                        live=live or speed > 0, reference=getattr(src, "frames", None), max_frames=max_frames)
+                        live=live or speed > 0, reference=getattr(src, "frames", None), max_frames=max_frames,
+                        filters=_filters(filters, engine, src.sensor_size))
         yield from pipe.frames()
