@@ -31,21 +31,23 @@ def background_activity(ev, surface, duration_us, out, pos):
     """Keep an event when one of its 8 neighbours fired less than ``duration_us`` before it (dv-processing's
     ``BackgroundActivityNoiseFilter`` rule: the pixel itself does not count, and every event, kept or not,
     updates its pixel's time). ``surface`` is ``(H + 2, W + 2)`` int64 with a border that never fires, so the
-    loop has no bounds tests."""
+    loop has no bounds tests; it is read as one flat row (``q ± 1``, ``q ± stride``)."""
+    stride = surface.shape[1]
+    flat = surface.reshape(-1)
     j = 0
     for i in range(ev.shape[0]):
         r = ev[i]
         t = r.t
-        y = np.int64(r.y) + 1
-        x = np.int64(r.x) + 1
-        if (t - surface[y - 1, x - 1] < duration_us or t - surface[y - 1, x] < duration_us
-                or t - surface[y - 1, x + 1] < duration_us or t - surface[y, x - 1] < duration_us
-                or t - surface[y, x + 1] < duration_us or t - surface[y + 1, x - 1] < duration_us
-                or t - surface[y + 1, x] < duration_us or t - surface[y + 1, x + 1] < duration_us):
+        lim = t - duration_us  # a neighbour supports the event when it fired after lim
+        q = (np.int64(r.y) + 1) * stride + np.int64(r.x) + 1
+        up = q - stride
+        down = q + stride
+        if (flat[q - 1] > lim or flat[q + 1] > lim or flat[up] > lim or flat[down] > lim
+                or flat[up - 1] > lim or flat[up + 1] > lim or flat[down - 1] > lim or flat[down + 1] > lim):
             out[j] = r
             pos[j] = i
             j += 1
-        surface[y, x] = t
+        flat[q] = t
     return j
 
 
