@@ -243,3 +243,12 @@ def test_empty_packets_pass_every_filter():
     chain = build_filters(FilterConfig(hot_pixels=True, background_ms=1.0, max_rate_mev_s=1.0), (8, 8))
     pkt = EventPacket(np.empty(0, EVENT_DTYPE), 0, 1_000, 0.0, (8, 8))
     assert chain(pkt) is pkt and chain.removed == 0
+
+
+def test_status_line_counts_filtered_events():
+    from livenight.viewer.health import Health
+
+    base = dict(events_per_s=1e6, frames_per_s=25.0, shown_per_s=None, latency_p50_ms=5.0, latency_p99_ms=9.0,
+                dropped_events=0, skipped_windows=2)
+    assert "dropped 0 ev, filtered 1234 ev, skipped 2 win" in Health(**base, filtered_events=1234).text()
+    assert "filtered" not in Health(**base).text()

@@ -336,7 +336,7 @@ class LiveViewer(QtCore.QObject):
                       latency_p50_ms=self.latency.percentile_ms(50), latency_p99_ms=self.latency.percentile_ms(99),
                       dropped_events=p.ring.dropped_events, skipped_windows=p.windower.skipped_windows,
                       engine=self.engine_label, model=self.model, window=window_label(p.windower.policy),
-                      notes=self._notes())
+                      notes=self._notes(), filtered_events=stats.filtered_events)
 
     def _tick(self) -> None:
         if self._quit_requested:

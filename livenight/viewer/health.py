@@ -64,6 +64,7 @@ class Health:
     model: str = ""  # engine.info.name: the model file or the algorithm
     window: str = ""  # "40 ms", "50000 events", "RLED"
     notes: tuple[str, ...] = ()  # "PAUSED", "REC 00:12", "display auto 2–87%"
+    filtered_events: int = 0  # removed by the event filters (livenight.filters); shown when any
 
     def text(self) -> str:
         ev = self.events_per_s
@@ -74,7 +75,9 @@ class Health:
         lat = ("latency –" if np.isnan(self.latency_p50_ms)
                else f"latency p50 {self.latency_p50_ms:.0f} ms p99 {self.latency_p99_ms:.0f} ms")
         parts = [f"in {ev_text}", out, lat,
-                 f"dropped {self.dropped_events} ev, skipped {self.skipped_windows} win"]
+                 f"dropped {self.dropped_events} ev, "
+                 + (f"filtered {self.filtered_events} ev, " if self.filtered_events else "")
+                 + f"skipped {self.skipped_windows} win"]
         if self.model or self.engine:
             parts.append(" ".join(p for p in (self.model, self.engine) if p))
         if self.window:
@@ -134,7 +137,8 @@ class PipelineStatus:
                       frames_per_s=self._frames.update(p.stats.frames, now), shown_per_s=None,
                       latency_p50_ms=self.latency.percentile_ms(50), latency_p99_ms=self.latency.percentile_ms(99),
                       dropped_events=p.ring.dropped_events, skipped_windows=p.windower.skipped_windows,
-                      engine=self.engine, model=self.model, window=window_label(p.windower.policy), notes=self.notes)
+                      engine=self.engine, model=self.model, window=window_label(p.windower.policy), notes=self.notes,
+                      filtered_events=p.stats.filtered_events)
 
     def __call__(self, frame) -> str:
         return self.health(frame).text()
