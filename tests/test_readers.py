@@ -336,3 +336,24 @@ def test_bag_replays_from_the_cli_and_the_api(tmp_path, events, images):
     assert len(list((out / "gt").glob("*.png"))) >= 1
     frames = list(livenight.reconstruct(tmp_path / "a.bag", backend="complementary", max_frames=3))
     assert len(frames) == 3 and frames[0].image.shape == (SIZE[1], SIZE[0])
+
+
+def test_ros2_sqlite_bag_with_dvs_event_arrays(tmp_path, events):
+    pytest.importorskip("rosbags")
+    from rosbags.rosbag2 import Writer
+
+    from livenight.drivers.rosbag import make_typestore
+
+    store = make_typestore(True)
+    T = store.types
+    Ev, Arr = T["dvs_msgs/msg/Event"], T["dvs_msgs/msg/EventArray"]
+    with Writer(tmp_path / "c", version=8) as w:  # the sqlite3 storage
+        c = w.add_connection("/dvs/events", Arr.__msgtype__, typestore=store)
+        for part in np.array_split(events, 3):
+            msg = Arr(header=T["std_msgs/msg/Header"](stamp=_time(store, part["t"][0]), frame_id="dvs"),
+                      height=SIZE[1], width=SIZE[0],
+                      events=[Ev(x=x, y=y, ts=_time(store, t), polarity=bool(p)) for t, x, y, p in part.tolist()])
+            w.write(c, int(part["t"][-1]) * 1000, store.serialize_cdr(msg, Arr.__msgtype__))
+    got, src = read_all(next((tmp_path / "c").glob("*.db3")))
+    assert src.frames is None and src.sensor_size == SIZE
+    np.testing.assert_array_equal(got, events)
