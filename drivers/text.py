@@ -140,6 +140,7 @@ class TextSource(SingleUse):
         images_txt = self.path.with_name("images.txt")
         self.frames = TextFrames(images_txt) if self._zip is None and images_txt.is_file() else None
         header = self._header()
+        self._skip = 1 if header is not None else 0  # the size line
         if sensor_size is not None:
             self.sensor_size = check_sensor_size(sensor_size, "sensor_size")
         elif header is not None:
@@ -149,7 +150,6 @@ class TextSource(SingleUse):
             self.sensor_size = (int(w), int(h))
         else:
             self.sensor_size = self._scan_sensor_size()
-        self._skip = 1 if header is not None else 0
         self.chunk_events = int(chunk_events)
         self._stream: ColumnStream | None = None
 
@@ -186,7 +186,7 @@ class TextSource(SingleUse):
         with self._open_text() as f:
             lines = iter(f)
             skipped = 0
-            if getattr(self, "_skip", 0):
+            if self._skip:
                 for line in lines:  # the size line (after comments / blank lines)
                     skipped += 1
                     if line.strip() and not line.lstrip().startswith("#"):
@@ -203,7 +203,6 @@ class TextSource(SingleUse):
 
     def _scan_sensor_size(self) -> tuple[int, int]:
         max_x = max_y = -1
-        self._skip = 0
         for _, rows in self._blocks(None):
             if rows.shape[0]:
                 ok = np.isfinite(rows[:, 1]) & np.isfinite(rows[:, 2])
