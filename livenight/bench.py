@@ -11,6 +11,7 @@ import numpy as np
 
 from .events import EVENT_DTYPE
 from .ring import EventRing
+from .synthetic import random_windows
 
 
 def _packets(packet_events: int, n_packets: int, rate_ev_per_s: float = 10e6, seed: int = 0) -> list[np.ndarray]:
@@ -123,25 +124,6 @@ def bench_letc(n_events: int = 1_000_000, size: tuple[int, int] = (1280, 720), r
     return {"fast_s": fast_s, "exact_s": exact_s, "ratio": exact_s / fast_s, "rel_err": err}
 
 
-def _synthetic_windows(n: int, size: tuple[int, int], rate_ev_per_s: float, window_us: int, stride_us: int,
-                       seed: int = 0) -> list:
-    """``n`` windows of uniform random events at ``rate_ev_per_s`` (RLED protocol: window_us every stride_us)."""
-    from .windowing import Window
-
-    rng = np.random.default_rng(seed)
-    per = max(1, int(rate_ev_per_s * window_us / 1e6))
-    out = []
-    for k in range(n):
-        t0 = 10_000_000 + k * stride_us
-        ev = np.empty(per, dtype=EVENT_DTYPE)
-        ev["t"] = np.sort(rng.integers(t0, t0 + window_us, per))
-        ev["x"] = rng.integers(0, size[0], per)
-        ev["y"] = rng.integers(0, size[1], per)
-        ev["p"] = rng.integers(0, 2, per)
-        out.append(Window(k, t0, t0 + window_us, ev, k == 0, 0))
-    return out
-
-
 def _peak_rss_mib() -> float:
     import resource
 
@@ -211,7 +193,7 @@ def bench_model(model: str | None = None, size: tuple[int, int] = (346, 260), fr
     else:
         net = load_model(model, size)
         label = model
-    windows = _synthetic_windows(frames, size, rate_ev_per_s, window_us, stride_us)  # the first has reset=True
+    windows = random_windows(frames, size, rate_ev_per_s, window_us, stride_us)  # the first has reset=True
     if engine == "auto":
         engine = "onnxruntime"
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,7 +273,7 @@ def recorded_windows(n: int, size: tuple[int, int] = (346, 260), window_us: int 
                 w["t"] += k * stride_us - t0
                 out.append(Window(k, k * stride_us, k * stride_us + window_us, w, k == 0, 0))
             return out, f"{path.name}, {window_us / 1e3:g} ms windows every {stride_us / 1e3:g} ms"
-    return (_synthetic_windows(n, size, 1e6, window_us, stride_us),
+    return (random_windows(n, size, 1e6, window_us, stride_us),
             f"simulated uniform events, 1 M events/s, {window_us / 1e3:g} ms windows")
 
 

@@ -107,8 +107,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="livenight eval",
         description="Reconstruct recordings with reference frames and score them: per-sequence and mean MSE and "
-                    "SSIM (on [0,1], at the sensor size), LPIPS when its weights are installed, and frames/s. With "
-                    "--model the RLED protocol is used (one frame per image except the last).")
+                    "SSIM (on [0,1], at the sensor size), SSIM on active pixels, LPIPS when its weights are installed, "
+                    "and frames/s. Windows are the model's own (--windows auto), as for a replay.")
     p.add_argument("files", nargs="+", help="recordings with reference frames (.h5 RLED, .aedat4 with APS frames)")
     _add_run_options(p)
     p.add_argument("--csv", metavar="FILE", help="also write per-sequence scores as CSV")

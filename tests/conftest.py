@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livenight.events import EVENT_DTYPE
+from livenight.synthetic import random_events
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,16 +52,7 @@ def make_events():
 
     def _make(n: int, sensor: tuple[int, int] = (346, 260), rate_ev_per_s: float = 1e6, seed: int = 0,
               t0_us: int = 0) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        width, height = sensor
-        ev = np.empty(n, dtype=EVENT_DTYPE)
-        dt = rng.exponential(1e6 / rate_ev_per_s, size=n)
-        dt[0] = 0.0  # the first event lies exactly at t0_us
-        ev["t"] = int(t0_us) + np.floor(np.cumsum(dt)).astype(np.int64)
-        ev["x"] = rng.integers(0, width, size=n)
-        ev["y"] = rng.integers(0, height, size=n)
-        ev["p"] = rng.integers(0, 2, size=n)
-        return ev
+        return random_events(n, sensor, rate_ev_per_s, seed, t0_us)
 
     return _make
 
