@@ -38,6 +38,25 @@ from livenight.events import EVENT_DTYPE, EventPacket
 _EMPTY = np.empty(0, dtype=EVENT_DTYPE)
 
 
+class BufferedCounts:
+    """``received_events`` / ``dropped_events`` of a live source that buffers from the moment it connects (a
+    ``ConnectBuffer`` / ``IteratorBuffer`` in ``self._buffer``, or None) and counts later events in
+    ``self._received_live``."""
+
+    _buffer = None
+    _received_live = 0
+
+    @property
+    def received_events(self) -> int:
+        """Events received from the camera, including any dropped while waiting for the first iteration."""
+        return (self._buffer.received_events if self._buffer else 0) + self._received_live
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped before the first iteration because more than ``buffer_events`` were waiting."""
+        return self._buffer.dropped_events if self._buffer else 0
+
+
 class LivePacketizer:
     """Turn a live sequence of time-sorted event batches into :class:`EventPacket` objects that tile time.
 

@@ -38,7 +38,7 @@ from livenight.errors import DeviceNotFoundError, SourceError
 from livenight.events import EventPacket
 
 from ._dv import dv_module, exposure_us, frame_to_grey, store_to_events
-from ._live import ConnectBuffer, LatestFrames, LivePacketizer, delivery_note
+from ._live import BufferedCounts, ConnectBuffer, LatestFrames, LivePacketizer, delivery_note
 from .base import SingleUse
 
 #: URI name -> the dv CameraModel names that match it (None: any model)
@@ -102,7 +102,7 @@ def hot_pixel_mask(sensor_size: tuple[int, int], hot_pixels: Iterable[tuple[int,
     return mask
 
 
-class DavisSource(SingleUse):
+class DavisSource(BufferedCounts, SingleUse):
     """A live iniVation camera as a stream of :class:`EventPacket` objects.
 
     Args:
@@ -173,16 +173,6 @@ class DavisSource(SingleUse):
                                       extra=lambda: self._poll_frames(camera), max_events=buffer_events,
                                       poll_interval_s=self.poll_interval_s, clock=clock)
                         if buffer_from_connect else None)
-
-    @property
-    def received_events(self) -> int:
-        """Events received from the camera (after the software filters), including any dropped while waiting."""
-        return (self._buffer.received_events if self._buffer else 0) + self._received_live
-
-    @property
-    def dropped_events(self) -> int:
-        """Events dropped before the first iteration because more than ``buffer_events`` were waiting."""
-        return self._buffer.dropped_events if self._buffer else 0
 
     @property
     def delivered_events(self) -> int:

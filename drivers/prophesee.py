@@ -37,7 +37,7 @@ from livenight._optional import has
 from livenight.errors import DeviceNotFoundError, MissingDependencyError, SourceError
 from livenight.events import EVENT_DTYPE, EventPacket
 
-from ._live import IteratorBuffer, LivePacketizer, delivery_note
+from ._live import BufferedCounts, IteratorBuffer, LivePacketizer, delivery_note
 from .base import SingleUse
 
 Backend = Literal["auto", "metavision", "neuromorphic_drivers"]
@@ -91,7 +91,7 @@ def cd_to_events(cd: np.ndarray, sensor_size: tuple[int, int] | None, what: str)
     return ev
 
 
-class PropheseeSource(SingleUse):
+class PropheseeSource(BufferedCounts, SingleUse):
     """A live Prophesee camera as a stream of :class:`EventPacket` objects.
 
     Args:
@@ -179,16 +179,6 @@ class PropheseeSource(SingleUse):
             ev, payload = convert(item)
             self._received_live += 0 if ev is None else int(ev.shape[0])
             yield ev, payload, self._clock()
-
-    @property
-    def received_events(self) -> int:
-        """Events received from the camera, including any dropped while waiting for the first iteration."""
-        return (self._buffer.received_events if self._buffer else 0) + self._received_live
-
-    @property
-    def dropped_events(self) -> int:
-        """Events dropped before the first iteration because more than ``buffer_events`` were waiting."""
-        return self._buffer.dropped_events if self._buffer else 0
 
     @property
     def delivered_events(self) -> int:
