@@ -5,10 +5,11 @@ Why it is like this:
 * Filters are stateful objects applied to each packet in stream order (``FilterChain(packet) -> packet``), in the
   thread that ingests (the producer, live), so they never see a window twice and add no latency beyond their
   own cost. Each counts what it removed; the chain's counts go into the run's summary.
-* **Hot pixels**: a pixel is hot when it fired more than ``factor`` times the median count of the pixels that
-  fired at all, during the first ``learn_ms`` of stream time (the median over *all* pixels is 0 at night, which
-  would make every active pixel hot). Events pass unfiltered while it learns; ``refresh_s`` relearns
-  periodically (the old mask stays until the new one is ready).
+* **Hot pixels**: a pixel is hot when, during the first ``learn_ms`` of stream time, it fired more than ``factor``
+  times the median count of the pixels that fired at all (the median over *all* pixels is 0 at night, which
+  would make every active pixel hot) *and* more than ``factor`` times the median of its 8 neighbours (a lamp or
+  a star lights a blob of pixels that fire together; a hot pixel fires alone). Events pass unfiltered while it
+  learns; ``refresh_s`` relearns periodically (the old mask stays until the new one is ready).
 * **Background activity**: an event is kept when one of its 8 neighbours fired less than ``duration_us`` before
   it; the pixel's own time is updated by every event. This is dv-processing's ``BackgroundActivityNoiseFilter``
   rule, and ``backend="dv"`` runs that class itself. The default (``auto``) is the numba kernel: it gives the same
@@ -91,7 +92,8 @@ class HotPixelFilter:
     Args:
         sensor_size: ``(width, height)``.
         learn_us: stream time to learn over, from the first event.
-        factor: hot = count > factor × median count of the pixels that fired.
+        factor: hot = count > factor × the median count of the pixels that fired, and > factor × the median of its
+            8 neighbours.
         refresh_us: relearn every this many µs of stream time (0: never).
         min_count: a pixel needs at least this many events in the learning time to be hot.
         mask: a known ``(height, width)`` bool mask; learning then only refreshes it.
@@ -118,7 +120,14 @@ class HotPixelFilter:
         c = self.counts
         active = c[c > 0]
         ref = float(np.median(active)) if active.size else 0.0
-        self.mask = (c > self.factor * max(ref, 1.0)) & (c >= self.min_count)
+        # the median of the 8 neighbours: a bright blob (a lamp, a star) fires with its neighbours, a hot pixel alone
+        grid = np.pad(c.reshape(self.height, self.width), 1)
+        h, w = self.height, self.width
+        ring = np.stack([grid[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                         if dy or dx], axis=-1)
+        around = np.median(ring, axis=-1).reshape(-1)
+        self.mask = ((c > self.factor * max(ref, 1.0)) & (c > self.factor * np.maximum(around, 1.0))
+                     & (c >= self.min_count))
         self.last_counts = c.copy()
         self.median_count = ref
         c[:] = 0
@@ -367,11 +376,12 @@ def filters_for_run(args, sensor_size: tuple[int, int], engine=None,
     return chain
 
 
-def learn_hot_pixels(source, learn_ms: float = 1000.0, factor: float = 10.0) -> tuple[HotPixelFilter, int]:
+def learn_hot_pixels(source, learn_ms: float = 1000.0, factor: float = 10.0) -> tuple[HotPixelFilter, int, int]:
     """Run hot-pixel learning over the first ``learn_ms`` of ``source``; returns the filter (``hot_list()``,
-    ``median_count``) and the number of events it learned from."""
+    ``median_count``), the number of events it learned from and the stream time they span (µs; shorter than
+    ``learn_ms`` for a short recording)."""
     hp = HotPixelFilter(source.sensor_size, round(learn_ms * 1000), factor)
-    seen = 0
+    seen = last = 0
     for pkt in source:
         if len(pkt) == 0:
             continue
@@ -381,9 +391,11 @@ def learn_hot_pixels(source, learn_ms: float = 1000.0, factor: float = 10.0) -> 
         until = hp._until
         ev = pkt.events[: int(np.searchsorted(pkt.events["t"], until))]
         seen += ev.shape[0]
+        if ev.shape[0]:
+            last = int(ev["t"][-1])
         hp(ev, pkt.t_end_us)
         if hp.learned:
-            return hp, seen
+            return hp, seen, hp.learn_us
     if not hp.learned:
         hp._finish_learning()  # a recording shorter than the learning time
-    return hp, seen
+    return hp, seen, (last + 1 - hp._from) if seen else 0

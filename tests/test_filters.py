@@ -252,3 +252,22 @@ def test_status_line_counts_filtered_events():
                 dropped_events=0, skipped_windows=2)
     assert "dropped 0 ev, filtered 1234 ev, skipped 2 win" in Health(**base, filtered_events=1234).text()
     assert "filtered" not in Health(**base).text()
+
+
+def test_a_bright_blob_is_not_hot_but_a_lone_pixel_is():
+    blob = tuple((x, y) for x in (14, 15, 16) for y in (5, 6, 7))
+    ev = hot_stream(1.0, hot=blob + ((3, 4),))
+    f = HotPixelFilter((20, 10), learn_us=500_000, factor=10.0)
+    for part in np.array_split(ev, 20):
+        f(part)
+    assert f.hot_list()[:, :2].tolist() == [[3, 4]]
+
+
+def test_hot_pixels_of_the_evt2_clip(shared_data, capsys):
+    rc = main(["info", str(shared_data("evt2.raw")), "--sensor-size", "640x480", "--hot-pixels", "--max-list", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert out[0].split(": ", 1)[1].startswith("4 hot pixels over the first 95.872 ms (521252 events; median active "
+                                                "pixel 8 events")
+    assert out[1].split() == ["x=339", "y=451", "371", "events", "(3870", "events/s)"]
+    assert out[3] == "  … 2 more (--max-list N shows more)"
