@@ -131,8 +131,8 @@ def _add_filter_options(p: argparse.ArgumentParser) -> None:
     flt.add_argument("--hot-pixels-ms", type=float, default=1000.0, metavar="MS",
                      help="stream time to learn hot pixels over, from the first event (default 1000)")
     flt.add_argument("--hot-pixels-factor", type=float, default=10.0, metavar="X",
-                     help="hot = more than X times the median count of the pixels that fired and of its 8 "
-                          "neighbours (default 10)")
+                     help="hot = more than X times the median count of the pixels that fired and X times its "
+                          "second-busiest neighbour (default 10)")
     flt.add_argument("--hot-pixels-refresh-s", type=float, default=0.0, metavar="S",
                      help="relearn the hot pixels every S seconds of stream time (default 0: never)")
     flt.add_argument("--background-ms", type=float, metavar="MS",
@@ -375,8 +375,8 @@ def _info_parser() -> argparse.ArgumentParser:
     p.add_argument("--hot-pixels-ms", type=float, default=1000.0, metavar="MS",
                    help="stream time to learn hot pixels over (default 1000)")
     p.add_argument("--hot-pixels-factor", type=float, default=10.0, metavar="X",
-                   help="hot = more than X times the median count of the pixels that fired and of its 8 "
-                        "neighbours (default 10)")
+                   help="hot = more than X times the median count of the pixels that fired and X times its "
+                        "second-busiest neighbour (default 10)")
     p.add_argument("--max-list", type=_positive_int, default=50, metavar="N",
                    help="list at most N hot pixels, most active first (default 50)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -393,7 +393,7 @@ def _info_hot_pixels(args) -> int:
     hot = hp.hot_list()
     print(f"{args.file}: {len(hot)} hot pixels over the first {span_us / 1000:g} ms ({seen} events; median "
           f"active pixel {hp.median_count:g} events; hot: above {args.hot_pixels_factor:g}x that and {args.hot_pixels_factor:g}x "
-          "the median of its 8 neighbours)")
+          "its second-busiest neighbour)")
     for x, y, n in hot[:args.max_list]:
         print(f"  x={x:<5d} y={y:<5d} {n} events ({n / max(span_us, 1) * 1e6:.0f} events/s)")
     if len(hot) > args.max_list:

@@ -7,8 +7,8 @@ Why it is like this:
   own cost. Each counts what it removed; the chain's counts go into the run's summary.
 * **Hot pixels**: a pixel is hot when, during the first ``learn_ms`` of stream time, it fired more than ``factor``
   times the median count of the pixels that fired at all (the median over *all* pixels is 0 at night, which
-  would make every active pixel hot) *and* more than ``factor`` times the median of its 8 neighbours (a lamp or
-  a star lights a blob of pixels that fire together; a hot pixel fires alone). Events pass unfiltered while it
+  would make every active pixel hot) *and* more than ``factor`` times its second-busiest neighbour (a lamp or a
+  star lights a blob of pixels that fire together; a hot pixel fires alone, or beside one other hot pixel). Events pass unfiltered while it
   learns; ``refresh_s`` relearns periodically (the old mask stays until the new one is ready).
 * **Background activity**: an event is kept when one of its 8 neighbours fired less than ``duration_us`` before
   it; the pixel's own time is updated by every event. This is dv-processing's ``BackgroundActivityNoiseFilter``
@@ -92,8 +92,8 @@ class HotPixelFilter:
     Args:
         sensor_size: ``(width, height)``.
         learn_us: stream time to learn over, from the first event.
-        factor: hot = count > factor × the median count of the pixels that fired, and > factor × the median of its
-            8 neighbours.
+        factor: hot = count > factor × the median count of the pixels that fired, and > factor × its
+            second-busiest neighbour.
         refresh_us: relearn every this many µs of stream time (0: never).
         min_count: a pixel needs at least this many events in the learning time to be hot.
         mask: a known ``(height, width)`` bool mask; learning then only refreshes it.
@@ -120,12 +120,13 @@ class HotPixelFilter:
         c = self.counts
         active = c[c > 0]
         ref = float(np.median(active)) if active.size else 0.0
-        # the median of the 8 neighbours: a bright blob (a lamp, a star) fires with its neighbours, a hot pixel alone
+        # the second-busiest of the 8 neighbours: a bright blob (a lamp, a star) fires with several neighbours, a hot
+        # pixel alone or beside one other hot pixel
         grid = np.pad(c.reshape(self.height, self.width), 1)
         h, w = self.height, self.width
         ring = np.stack([grid[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                          if dy or dx], axis=-1)
-        around = np.median(ring, axis=-1).reshape(-1)
+        around = np.partition(ring, 6, axis=-1)[..., 6].reshape(-1)
         self.mask = ((c > self.factor * max(ref, 1.0)) & (c > self.factor * np.maximum(around, 1.0))
                      & (c >= self.min_count))
         self.last_counts = c.copy()

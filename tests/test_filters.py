@@ -271,3 +271,11 @@ def test_hot_pixels_of_the_evt2_clip(shared_data, capsys):
                                                 "pixel 8 events")
     assert out[1].split() == ["x=339", "y=451", "371", "events", "(3870", "events/s)"]
     assert out[3] == "  … 2 more (--max-list N shows more)"
+
+
+def test_two_adjacent_hot_pixels_are_both_found():
+    ev = hot_stream(1.0, hot=((3, 4), (4, 4)))
+    f = HotPixelFilter((20, 10), learn_us=500_000, factor=10.0)
+    for part in np.array_split(ev, 20):
+        f(part)
+    assert sorted(f.hot_list()[:, :2].tolist()) == [[3, 4], [4, 4]]
