@@ -336,6 +336,8 @@ def test_bag_replays_from_the_cli_and_the_api(tmp_path, events, images):
     assert len(list((out / "gt").glob("*.png"))) >= 1
     frames = list(livenight.reconstruct(tmp_path / "a.bag", backend="complementary", max_frames=3))
     assert len(frames) == 3 and frames[0].image.shape == (SIZE[1], SIZE[0])
+    assert frames[2].reference is not None  # the image topic is the reference
+    assert main(["eval", str(tmp_path / "a.bag"), "--engine", "complementary", "--topic", "/dvs/events"]) == 0
 
 
 def test_ros2_sqlite_bag_with_dvs_event_arrays(tmp_path, events):
