@@ -135,6 +135,31 @@ class ModelFamily:
     def postprocess_from_json(self, config: dict, d: dict) -> Postprocess:
         return self.postprocess(config, **d)
 
+    # --- training (livenight.training builds any registered family through these) ----------------------------
+    def training_events(self, x, y, t_us, p) -> tuple:
+        """What a training sequence keeps for one window (numpy arrays; the trainer moves them to the device as
+        tensors). Default: the events themselves, for :meth:`training_input`."""
+        return (np.asarray(x, np.int64), np.asarray(y, np.int64), np.asarray(t_us, np.int64),
+                np.asarray(p, np.uint8))
+
+    def training_input(self, model, events: tuple):
+        """The network input ``[1, C, h, w]`` of one window during training, from :meth:`training_events`' arrays
+        as tensors. Default: the inference representation (numpy), so training sees what inference feeds;
+        families with a trainable representation (NER-Net's LETC) differentiate through theirs instead."""
+        import torch
+
+        from livenight.events import make_events
+
+        x, y, t, p = (a.detach().cpu().numpy() for a in events)
+        rep = getattr(model, "_livenight_training_rep", None)
+        if rep is None:
+            rep = self.representation(model)
+            object.__setattr__(model, "_livenight_training_rep", rep)
+        w, h = model.cfg.sensor_size
+        out = np.zeros((rep.channels, h, w), dtype=np.float32)
+        rep(make_events(t, x, y, p), (w, h), out)
+        return torch.from_numpy(out)[None].to(next(model.parameters()).device)
+
     # --- livenight's own checkpoint format ------------------------------------------------------------------
     def save(self, model, path, **extra) -> None:
         """Weights + the size-independent config + the family name (loads with ``weights_only``)."""

@@ -90,6 +90,21 @@ class NERNetFamily(ModelFamily):
 
         return NERNet(NERNetConfig.from_dict({**config, "sensor_size": tuple(sensor_size)}))
 
+    def training_events(self, x, y, t_us, p) -> tuple:
+        """``(x, y, t, p)`` as the differentiable LETC quantisation takes them: int64 coordinates, float32 times
+        (:func:`~livenight.letc.official_times`, as inference converts them), p = ±1 float32. An empty window
+        becomes the official dummy event ``(0, 0, 0, ON)``, which quantises to an all-zero grid."""
+        from livenight.letc import official_times
+
+        if len(x) == 0:
+            return (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float32), np.ones(1, np.float32))
+        return (np.asarray(x, np.int64), np.asarray(y, np.int64), official_times(np.asarray(t_us)),
+                np.asarray(p).astype(np.float32) * 2 - 1)
+
+    def training_input(self, model, events: tuple):
+        """The exact, differentiable LETC quantisation (the trainer has faster variants for NER-Net too)."""
+        return model.quantize(*events)
+
     def representation(self, model, exact: bool = False, **_):
         if exact:
             return ExactLetcRepresentation(model)

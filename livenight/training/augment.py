@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ..errors import SourceError
-from ..letc import official_times
 from .recordings import Recording
 
 
@@ -87,12 +86,10 @@ class Augment:
 
 
 def model_inputs(x: np.ndarray, y: np.ndarray, t_us: np.ndarray, p: np.ndarray):
-    """``(x, y, t, p)`` as the LETC quantisation takes them: int64 coordinates, float32 times
-    (:func:`~livenight.letc.official_times`), p = ±1 float32. An empty window becomes the official dummy event
-    ``(0, 0, 0, ON)``, which quantises to an all-zero grid."""
-    if x.size == 0:
-        return (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float32), np.ones(1, np.float32))
-    return x, y, official_times(t_us), p.astype(np.float32) * 2 - 1
+    """NER-Net's per-window training inputs (:meth:`livenight.families.nernet.NERNetFamily.training_events`)."""
+    from .. import families
+
+    return families.get("nernet").training_events(x, y, t_us, p)
 
 
 @dataclass
@@ -123,10 +120,14 @@ class SequenceDataset(torch.utils.data.Dataset):
         allow_short: a recording shorter than ``sequence_length`` gives one shorter sequence (validation) instead of
             none.
         max_sequences: keep only the first N sequences (0 = all).
+        family: the model family (its ``training_events`` prepares each window; default NER-Net).
     """
 
     def __init__(self, recordings: Sequence[Recording], sequence_length: int, crop: int | None = None,
-                 flips: bool = False, *, allow_short: bool = False, max_sequences: int = 0) -> None:
+                 flips: bool = False, *, allow_short: bool = False, max_sequences: int = 0, family=None) -> None:
+        from .. import families
+
+        self.family = family or families.get("nernet")
         self.recordings = list(recordings)
         self.sequence_length = int(sequence_length)
         self.crop = crop or None
@@ -173,7 +174,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         rec = self.recordings[r]
         events, frames, flows = [], [], []
         for i in range(start, start + length):
-            events.append(model_inputs(*aug.events(rec.window_events(i))))
+            events.append(self.family.training_events(*aug.events(rec.window_events(i))))
             frames.append(aug.frame(rec.frame(i)))
             if rec.has_flow:
                 flows.append(aug.flow(rec.flow(i)))

@@ -210,6 +210,18 @@ _MODEL_KEYS = tuple(k for k in NERNetConfig.__dataclass_fields__ if k not in ("s
 
 
 @dataclass(frozen=True)
+class FamilyModelConfig:
+    """``[model]`` of a family other than NER-Net: its options as given (the family checks them when it builds the
+    network), at the crop size."""
+
+    options: tuple = ()  # sorted (key, value) pairs
+    sensor_size: tuple[int, int] = (160, 160)
+
+    def to_dict(self) -> dict:
+        return {**dict(self.options), "sensor_size": list(self.sensor_size)}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; load it with :func:`load_config` (TOML or JSON).
 
@@ -228,7 +240,8 @@ class TrainConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     val: ValConfig = field(default_factory=ValConfig)
-    model: NERNetConfig = field(default_factory=lambda: NERNetConfig(sensor_size=(160, 160)))
+    family: str = "nernet"  # a registered model family (livenight.families); [model] holds its options
+    model: NERNetConfig | FamilyModelConfig = field(default_factory=lambda: NERNetConfig(sensor_size=(160, 160)))
     losses: LossConfig = field(default_factory=LossConfig)
     log: LogConfig = field(default_factory=LogConfig)
     letc: str | None = None
@@ -298,7 +311,10 @@ class TrainConfig:
             return v
 
         d = plain(self)
-        d["model"] = {k: plain(getattr(self.model, k)) for k in _MODEL_KEYS}
+        if isinstance(self.model, FamilyModelConfig):
+            d["model"] = {k: plain(v) for k, v in self.model.options}
+        else:
+            d["model"] = {k: plain(getattr(self.model, k)) for k in _MODEL_KEYS}
         return d
 
     @classmethod
@@ -315,14 +331,21 @@ class TrainConfig:
         if "log" in d:
             kw["log"] = _simple_from(d.pop("log"), LogConfig, "log")
         model = dict(d.pop("model", {}))
-        unknown = sorted(set(model) - set(_MODEL_KEYS))
-        if unknown:
-            raise ValueError(f"unknown [model] keys {unknown} (known: {', '.join(_MODEL_KEYS)})")
         crop = d.get("crop", cls.__dataclass_fields__["crop"].default)
-        try:
-            kw["model"] = NERNetConfig.from_dict({**model, "sensor_size": (crop, crop)})
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"[model]: {e}") from None
+        family = d.get("family", "nernet")
+        if family != "nernet":
+            from .. import families
+
+            families.get(family)  # an unknown family is an error naming the known ones
+            kw["model"] = FamilyModelConfig(tuple(sorted(model.items())), (crop, crop))
+        else:
+            unknown = sorted(set(model) - set(_MODEL_KEYS))
+            if unknown:
+                raise ValueError(f"unknown [model] keys {unknown} (known: {', '.join(_MODEL_KEYS)})")
+            try:
+                kw["model"] = NERNetConfig.from_dict({**model, "sensor_size": (crop, crop)})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"[model]: {e}") from None
         names = {f.name for f in dataclasses.fields(cls)} - {"data", "val", "losses", "log", "model"}
         unknown = sorted(set(d) - names)
         if unknown:

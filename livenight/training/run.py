@@ -147,7 +147,10 @@ def _train(cfg, resume, device, rank, world, main, say, barrier, notes) -> Train
                                          progress=progress)
     if not recs:
         raise ValueError("no training data: set data.files and/or [data.synthetic]")
-    ds = SequenceDataset(recs, cfg.sequence_length, cfg.crop, cfg.flips)
+    from .. import families
+
+    family = families.get(cfg.family)
+    ds = SequenceDataset(recs, cfg.sequence_length, cfg.crop, cfg.flips, family=family)
     if ds.skipped:
         say(f"{len(ds.skipped)} recording(s) shorter than {cfg.sequence_length} windows skipped: "
             f"{', '.join(ds.skipped[:5])}{' …' if len(ds.skipped) > 5 else ''}")
@@ -162,7 +165,7 @@ def _train(cfg, resume, device, rank, world, main, say, barrier, notes) -> Train
                 vrecs += synthetic_recordings(spec, write=True, say=say, progress=progress)
         val_crop = cfg.crop if cfg.val.crop is None else cfg.val.crop
         val_ds = SequenceDataset(vrecs, cfg.val.sequence_length, val_crop, allow_short=True,
-                                 max_sequences=cfg.val.max_sequences)
+                                 max_sequences=cfg.val.max_sequences, family=family)
     trainer = Trainer(cfg, device, has_flow=ds.has_flow, rank=rank, world_size=world, say=say)
     start = trainer.load(resume) if resume else 0
     if start >= cfg.steps:

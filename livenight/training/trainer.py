@@ -13,23 +13,27 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import SourceError
-from ..model.checkpoint import load_letc, load_model, read_checkpoint, save_model
-from ..model.nernet import NERNet
+from ..model.checkpoint import load_letc, read_checkpoint
 from .augment import SequenceItem
 from .config import TrainConfig
 from .losses import LossTerms
 
 
 class SequenceModel(nn.Module):
-    """A chunk of recurrent steps in one call: LETC quantisation of each window, then NER-Net.
+    """A chunk of recurrent steps in one call: each window's network input, then the network.
 
-    ``forward(windows, state)``: ``windows[k][b] = (x, y, t, p)`` tensors of batch element ``b`` at step ``k``;
-    returns ``(images [K, B, 1, h, w] cropped to the sensor size, state)``.
+    ``forward(windows, state)``: ``windows[k][b]`` = the tensors of the family's ``training_events`` for batch
+    element ``b`` at step ``k``; returns ``(images [K, B, 1, h, w] cropped to the sensor size, state)``. Networks
+    with a trainable representation (NER-Net's LETC: ``quantize``) are differentiated through it, with the
+    lookup-table and checkpointing options below; other families' inputs come from their ``training_input``.
     """
 
-    def __init__(self, net: NERNet, checkpoint_letc: bool = False, channels_last: bool = False,
-                 letc_table: int = 0) -> None:
+    def __init__(self, net: nn.Module, checkpoint_letc: bool = False, channels_last: bool = False,
+                 letc_table: int = 0, family=None) -> None:
         super().__init__()
+        from .. import families
+
+        self.family = family or families.family_of(net)
         self.net = net
         self.checkpoint_letc = checkpoint_letc
         self.channels_last = channels_last
@@ -59,6 +63,8 @@ class SequenceModel(nn.Module):
         return torch.cat([v[:, 1], v[:, 0]], dim=1)  # ON bins first
 
     def forward(self, windows: list, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        if not hasattr(self.net, "quantize"):
+            return self._forward_inputs(windows, state)
         w, h = self.net.cfg.sensor_size
         left, _, top, _ = self.net.cfg.padding()
         quant = self.net.representation.quantization_layer
@@ -87,17 +93,39 @@ class SequenceModel(nn.Module):
             outs.append(img[:, :, top:top + h, left:left + w])
         return torch.stack(outs), state
 
+    def _forward_inputs(self, windows: list, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Families without a trainable representation: the family's input per window, then the network."""
+        w, h = self.net.cfg.sensor_size
+        left, _, top, _ = self.net.cfg.padding()
+        outs = []
+        for win in windows:
+            x = torch.cat([self.family.training_input(self.net, ev) for ev in win])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            img, state = self.net(x, state)
+            if torch.is_autocast_enabled(state[0].device.type):
+                state = tuple(t.float() for t in state)
+            outs.append(img[:, :, top:top + h, left:left + w])
+        return torch.stack(outs), state
 
-def build_model(cfg: TrainConfig, say=lambda m: None) -> NERNet:
-    """The network at the crop size, seeded, with ``init`` weights and ``letc`` loaded (and frozen) as configured."""
+
+def build_model(cfg: TrainConfig, say=lambda m: None) -> nn.Module:
+    """The network of the configured family at the crop size, seeded, with ``init`` weights and (NER-Net) ``letc``
+    loaded (and frozen) as configured."""
+    from .. import families
+
+    family = families.get(cfg.family)
     torch.manual_seed(cfg.seed)
-    net = NERNet(cfg.model)
+    net = family.from_config(cfg.model.to_dict(), cfg.model.sensor_size)
     if cfg.init:
-        src = load_model(cfg.init, cfg.model.sensor_size)
-        if src.cfg != net.cfg:
+        ck = read_checkpoint(cfg.init)
+        src = families.detect(ck, cfg.init).from_checkpoint(ck, cfg.model.sensor_size, cfg.init)
+        if type(src) is not type(net) or src.cfg != net.cfg:
             raise ValueError(f"init {cfg.init}: its architecture {src.cfg.to_dict()} differs from [model] "
                              f"{net.cfg.to_dict()}")
         net.load_state_dict(src.state_dict())
+    if cfg.letc and family.name != "nernet":
+        raise ValueError(f"'letc' loads NER-Net's LETC weights; the {family.name} family has no LETC")
     if cfg.letc:
         load_letc(net, cfg.letc, freeze=cfg.freeze_letc)
     elif cfg.freeze_letc:
@@ -131,6 +159,9 @@ class Trainer:
         self.cfg = cfg
         self.device = torch.device(device)
         self.world_size = world_size
+        from .. import families
+
+        self.family = families.get(cfg.family)
         self.net = build_model(cfg, say).to(self.device)
         self.seq_model = SequenceModel(self.net, checkpoint_letc=cfg.checkpoint_letc, channels_last=cfg.channels_last,
                                        letc_table=cfg.letc_table)
@@ -242,7 +273,7 @@ class Trainer:
         """livenight checkpoint + training state, written atomically."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        save_model(self.net, tmp, step=self.step, optimizer=self.optimizer.state_dict(),
+        self.family.save(self.net, tmp, step=self.step, optimizer=self.optimizer.state_dict(),
                    train_config=self.cfg.to_dict(), scaler=self.scaler.state_dict(),
                    rng={"torch": torch.get_rng_state(), "cuda": _cuda_rng()}, world_size=self.world_size,
                    skipped_steps=self.skipped_steps)

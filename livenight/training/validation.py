@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
 from .._optional import has
-from ..model.nernet import NERNet
 from .augment import SequenceDataset
 from .losses import ssim
 from .trainer import SequenceModel
 
 
 @torch.no_grad()
-def evaluate(net: NERNet, dataset: SequenceDataset, device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate(net: torch.nn.Module, dataset: SequenceDataset, device: torch.device | str = "cpu") -> dict[str, float]:
     """MSE and SSIM of every window of every sequence, each sequence from a zero state.
 
     Predictions go through the inference post-processing (clip to [0, 1], ×255, truncation to uint8) and are scored
@@ -30,7 +27,10 @@ def evaluate(net: NERNet, dataset: SequenceDataset, device: torch.device | str =
         scorer, scores = FrameScorer(use_lpips=False), SequenceScores("val")
     mse: list[float] = []
     sims: list[float] = []
-    nets: dict[tuple[int, int], NERNet] = {tuple(net.cfg.sensor_size): net}
+    from .. import families
+
+    family = families.family_of(net)
+    nets: dict[tuple[int, int], torch.nn.Module] = {tuple(net.cfg.sensor_size): net}
     was_training = net.training
     net.eval()
     try:
@@ -38,7 +38,7 @@ def evaluate(net: NERNet, dataset: SequenceDataset, device: torch.device | str =
             item = dataset[k]
             size = (item.frames.shape[2], item.frames.shape[1])
             if size not in nets:
-                m = NERNet(replace(net.cfg, sensor_size=size)).to(device)
+                m = family.from_config(family.config_of(net), size).to(device)
                 m.load_state_dict(net.state_dict())
                 nets[size] = m.eval()
             model = SequenceModel(nets[size])
