@@ -275,7 +275,7 @@ def test_aedat4_truncated_file_yields_what_decodes_then_fails(tmp_path, keep):
 
 @needs_dv
 def test_aedat4_header_field_offset_matches_independent_parse(tmp_path):
-    from livenight.drivers.aedat4 import _header
+    from livenight.drivers._aedat4_reader import _header
 
     path = write_aedat4(tmp_path / "h.aedat4", runs_events(1_000, seed=6))
     pos, field = _header(path)
@@ -788,7 +788,7 @@ def test_aedat4_event_indices_in_the_open_pass_match_a_second_pass(shared_data):
 @pytest.mark.parametrize("lag_us, keep_us, online", [(0, 2_000_000, True), (300_000, 2_000_000, True),
                                                        (300_000, 50_000, False)])
 def test_online_event_indices_against_searchsorted(lag_us, keep_us, online):
-    from livenight.drivers.aedat4 import _OnlineEventIndices
+    from livenight.drivers._aedat4_reader import _OnlineEventIndices
 
     # GIVEN events in packets of 1000 and frames every 40 ms, each announced lag_us after its midpoint
     t = 1_000_000 + (np.arange(40_000) // 2) * 100  # 2 s, pairs of equal timestamps
