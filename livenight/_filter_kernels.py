@@ -27,18 +27,21 @@ def hot_pixels(ev, width, mask, counts, learn_from_us, learn_until_us, out, pos)
 
 
 @numba.njit(cache=True, nogil=True)
-def background_activity(ev, surface, duration_us, out, pos):
+def background_activity(ev, surface, base_us, duration_us, out, pos):
     """Keep an event when one of its 8 neighbours fired less than ``duration_us`` before it (dv-processing's
     ``BackgroundActivityNoiseFilter`` rule: the pixel itself does not count, and every event, kept or not,
-    updates its pixel's time). ``surface`` is ``(H + 2, W + 2)`` int64 with a border that never fires, so the
-    loop has no bounds tests; it is read as one flat row (``q ± 1``, ``q ± stride``)."""
+    updates its pixel's time).
+
+    ``surface`` is ``(H + 2, W + 2)`` int32 holding each pixel's last time minus ``base_us`` (half the memory of
+    int64 µs, so fewer cache misses at 1280x720; the caller keeps ``t - base_us`` inside int32), with a border
+    that never fires, so the loop has no bounds tests; it is read as one flat row (``q ± 1``, ``q ± stride``)."""
     stride = surface.shape[1]
     flat = surface.reshape(-1)
     j = 0
     for i in range(ev.shape[0]):
         r = ev[i]
-        t = r.t
-        lim = t - duration_us  # a neighbour supports the event when it fired after lim
+        rel = r.t - base_us
+        lim = rel - duration_us  # a neighbour supports the event when it fired after lim
         q = (np.int64(r.y) + 1) * stride + np.int64(r.x) + 1
         up = q - stride
         down = q + stride
@@ -47,7 +50,7 @@ def background_activity(ev, surface, duration_us, out, pos):
             out[j] = r
             pos[j] = i
             j += 1
-        flat[q] = t
+        flat[q] = np.int32(rel)
     return j
 
 

@@ -16,7 +16,8 @@ Why it is like this:
   events (``tests/test_filters.py`` checks it on the shared DAVIS recording) and is 50× or more faster, because
   dv-processing 2.0.4's Python API can only fill an ``EventStore`` one event at a time (~1 M events/s). Our
   surface starts as "never fired"; dv's starts at t = 0, which differs only for events in the first
-  ``duration_us`` of a clock that starts at 0.
+  ``duration_us`` of a clock that starts at 0. The surface holds int32 µs relative to a base that moves every
+  ~18 minutes of stream time (half the memory of int64: fewer cache misses at 1280x720).
 * **Rate limit** (``max_rate`` M events/s): within each 1 ms slice of stream time that holds more events than
   the rate allows, each event is kept with probability budget / count (a seeded xorshift, so a run is
   reproducible). An EVK4 burst then costs detail, not latency.
@@ -32,10 +33,12 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from .events import EventPacket
+from .events import EventPacket, concat_events
 
-#: a time surface value that no event is "near" (t − NEVER never overflows int64 for real timestamps)
-NEVER_US = np.iinfo(np.int64).min // 2
+#: the background-activity surface holds int32 µs relative to a base: this value is "never fired"
+NEVER_REL_US = int(np.iinfo(np.int32).min)
+#: times relative to the base stay below this; beyond it the surface is rebased (every ~18 minutes of stream)
+REBASE_AT_US = 1 << 30
 RATE_SLICE_US = 1_000
 
 
@@ -183,8 +186,8 @@ class BackgroundActivityFilter:
                  backend: Literal["auto", "numba", "dv"] = "auto") -> None:
         self.width, self.height = (int(v) for v in sensor_size)
         self.duration_us = int(duration_us)
-        if self.duration_us <= 0:
-            raise ValueError(f"duration_us must be positive (got {duration_us!r})")
+        if not 0 < self.duration_us < REBASE_AT_US:
+            raise ValueError(f"duration_us must be positive and below {REBASE_AT_US} (got {duration_us!r})")
         self.backend = "numba" if backend == "auto" else backend
         self.removed = 0
         self.last_pos: np.ndarray | None = None
@@ -195,7 +198,8 @@ class BackgroundActivityFilter:
             self._filter = self._dv.noise.BackgroundActivityNoiseFilter(
                 (self.width, self.height), backgroundActivityDuration=datetime.timedelta(microseconds=self.duration_us))
         elif self.backend == "numba":
-            self.surface = np.full((self.height + 2, self.width + 2), NEVER_US, np.int64)
+            self.surface = np.full((self.height + 2, self.width + 2), NEVER_REL_US, np.int32)
+            self.base_us: int | None = None
         else:
             raise ValueError(f"backend must be 'auto', 'numba' or 'dv' (got {backend!r})")
 
@@ -210,13 +214,35 @@ class BackgroundActivityFilter:
             pos = np.empty(kept.shape[0], np.int64)
             _kernels().subsequence_positions(events, kept, pos)
         else:
-            out = np.empty_like(events)
-            pos = np.empty(events.shape[0], np.int64)
-            n = _kernels().background_activity(events, self.surface, self.duration_us, out, pos)
-            kept, pos = (events, None) if n == events.shape[0] else (out[:n], pos[:n])
+            kept, pos = self._numba(events)
         self.removed += events.shape[0] - kept.shape[0]
         self.last_pos = None if kept.shape[0] == events.shape[0] else pos
         return kept
+
+    def _rebase(self, base_us: int) -> None:
+        """Express the surface relative to ``base_us`` (pixels older than int32 reaches stay "never")."""
+        if self.base_us is not None:
+            shifted = self.surface.astype(np.int64) - (base_us - self.base_us)
+            self.surface[...] = np.clip(shifted, NEVER_REL_US, np.iinfo(np.int32).max)
+        self.base_us = base_us
+
+    def _numba(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        t0, t1 = int(events["t"][0]), int(events["t"][-1])
+        if t1 - t0 >= REBASE_AT_US:  # a time jump inside one packet: one piece per rebase
+            cut = int(np.searchsorted(events["t"], t0 + REBASE_AT_US))
+            a, pa = self._numba(events[:cut])
+            b, pb = self._numba(events[cut:])
+            pa = np.arange(cut) if pa is None else pa
+            pb = np.arange(cut, events.shape[0]) if pb is None else pb + cut
+            if a.shape[0] + b.shape[0] == events.shape[0]:
+                return events, None
+            return concat_events([a, b]), np.concatenate([pa, pb])
+        if self.base_us is None or t1 - self.base_us >= REBASE_AT_US or t0 < self.base_us:
+            self._rebase(t0)
+        out = np.empty_like(events)
+        pos = np.empty(events.shape[0], np.int64)
+        n = _kernels().background_activity(events, self.surface, self.base_us, self.duration_us, out, pos)
+        return (events, None) if n == events.shape[0] else (out[:n], pos[:n])
 
     def describe(self) -> str:
         return f"background activity (a neighbour within {self.duration_us / 1000:g} ms, {self.backend})"

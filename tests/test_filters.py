@@ -279,3 +279,35 @@ def test_two_adjacent_hot_pixels_are_both_found():
     for part in np.array_split(ev, 20):
         f(part)
     assert sorted(f.hot_list()[:, :2].tolist()) == [[3, 4], [4, 4]]
+
+
+def ba_reference(ev: np.ndarray, duration_us: int) -> np.ndarray:
+    """The background-activity rule written plainly: last time per pixel in a dict."""
+    last, keep = {}, []
+    for t, x, y, _ in ev.tolist():
+        near = [last.get((x + dx, y + dy)) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy]
+        keep.append(any(s is not None and t - s < duration_us for s in near))
+        last[(x, y)] = t
+    return ev[np.asarray(keep, bool)]
+
+
+def test_support_survives_the_surface_rebase_and_time_jumps():
+    from livenight.filters import REBASE_AT_US
+
+    t_a = 5_000_000 + REBASE_AT_US - 100
+    ev = ev_of([(5_000_000, 1, 1, 1), (5_000_100, 2, 1, 1),  # base = 5 s
+                (t_a, 5, 5, 1),                            # just before the rebase point
+                (t_a + 500, 6, 5, 0),                      # next packet: rebased, still supported by (5, 5)
+                (t_a + 3 * REBASE_AT_US, 6, 6, 1),         # a jump of ~54 min inside one packet
+                (t_a + 3 * REBASE_AT_US + 10, 7, 7, 1)])
+    f = BackgroundActivityFilter((10, 10), 1_000)
+    got = concat_events([f(ev[:3]), f(ev[3:])])
+    np.testing.assert_array_equal(got, ba_reference(ev, 1_000))
+    assert got.shape[0] == 3 and f.removed == 3
+
+
+def test_background_activity_matches_the_plain_rule(make_events):
+    ev = make_events(5_000, sensor=(16, 12), rate_ev_per_s=1e5, seed=9, t0_us=123)
+    f = BackgroundActivityFilter((16, 12), 300)
+    got = concat_events([f(p) for p in np.array_split(ev, 7)])
+    np.testing.assert_array_equal(got, ba_reference(ev, 300))
