@@ -311,3 +311,16 @@ def test_background_activity_matches_the_plain_rule(make_events):
     f = BackgroundActivityFilter((16, 12), 300)
     got = concat_events([f(p) for p in np.array_split(ev, 7)])
     np.testing.assert_array_equal(got, ba_reference(ev, 300))
+
+
+def test_bench_script_runs_and_checks_parity(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_filters", Path(__file__).parents[1] / "scripts" / "bench_filters.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--events", "20000", "--repeats", "1", "--dv-events", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("same events: True") == (2 if "dv-processing (" in out else 1)
+    assert "hot pixels" in out and "rate limit" in out
