@@ -22,7 +22,8 @@ DESCRIPTION = """\
 Real-time night vision from event cameras: reconstruct intensity video from a recording or a camera.
 
 commands:
-  livenight --replay FILE [options]   reconstruct a recording (.h5 RLED, .aedat4, .raw, .dat)
+  livenight --replay FILE [options]   reconstruct a recording (.h5 RLED, .aedat4, .raw, .dat, .bag / rosbag2,
+                                      .txt / .zip rpg_e2vid and ECD, .csv / .npy / .npz)
   livenight --camera NAME [options]   reconstruct live (davis346, evk4, tcp://HOST:PORT, …)
   livenight demo                      simulate a short night clip and reconstruct it (no downloads)
   livenight simulate --out night.h5   write a simulated night recording (RLED layout, with ground truth)
@@ -182,7 +183,9 @@ def _run_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--replay", metavar="FILE",
                      help="recording to replay: .h5/.hdf5 (RLED layout), .aedat4 (iniVation), .raw (Prophesee "
-                          "EVT 2.0/2.1/3.0), .dat (Prophesee DAT)")
+                          "EVT 2.0/2.1/3.0), .dat (Prophesee DAT), .bag (ROS 1) / a rosbag2 folder, metadata.yaml, "
+                          ".db3 or .mcap (ROS 2), .txt/.zip (rpg_e2vid text; ECD events.txt with images.txt), "
+                          ".csv/.npy/.npz (event tables)")
     src.add_argument("--camera", metavar="NAME",
                      help="live source: davis346, dvxplorer, davis://SERIAL, evk4, prophesee://SERIAL, tcp://HOST:PORT")
     _add_run_options(p)

@@ -109,7 +109,8 @@ def _eval_parser() -> argparse.ArgumentParser:
         description="Reconstruct recordings with reference frames and score them: per-sequence and mean MSE and "
                     "SSIM (on [0,1], at the sensor size), SSIM on active pixels, LPIPS when its weights are installed, "
                     "and frames/s. Windows are the model's own (--windows auto), as for a replay.")
-    p.add_argument("files", nargs="+", help="recordings with reference frames (.h5 RLED, .aedat4 with APS frames)")
+    p.add_argument("files", nargs="+", help="recordings with reference frames (.h5 RLED, .aedat4 with APS frames, "
+                                            "ROS bags with a sensor_msgs/Image topic, ECD events.txt with images.txt)")
     _add_run_options(p)
     p.add_argument("--csv", metavar="FILE", help="also write per-sequence scores as CSV")
     return p
