@@ -158,11 +158,12 @@ def _filters(args, sensor_size, engine):
 def _add_source_options(group) -> None:
     """Options every reader understands where they apply (livenight.drivers.SHARED_OPTIONS)."""
     group.add_argument("--ts-unit", choices=("auto", "us", "s"), default="auto",
-                       help="unit of events/ts in .h5 files (default: detect; integral values spanning > 10 ms "
-                            "are µs)")
+                       help="unit of events/ts in .h5 files and of a time column without a unit suffix in .csv / "
+                            ".npy / .npz (default: detect; integral values are µs)")
     group.add_argument("--sensor-size", type=_size, metavar="WxH",
-                       help="sensor geometry for .raw / .dat files whose header has none (default: from the header; "
-                            "else the largest coordinates seen, with a warning)")
+                       help="sensor geometry for files that do not say it (.raw / .dat without geometry, text "
+                            "without a size line, tables, bags whose messages give 0x0; default: from the file, else "
+                            "the largest coordinates seen, with a warning)")
     group.add_argument("--topic", metavar="NAME",
                        help="ROS bags: the event topic to read when there are several (default: the one with most "
                             "messages; 'livenight info BAG' lists them)")
