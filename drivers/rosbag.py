@@ -188,6 +188,8 @@ class RosbagSource:
         if not self.path.exists():
             raise SourceNotFoundError(f"{self.path}: no such file")
         target, self.ros2 = bag_paths(self.path)
+        if self.path.suffix.lower() == ".db3" and not (target / "metadata.yaml").is_file():
+            raise SourceError(f"{self.path}: a rosbag2 .db3 is read with its folder's metadata.yaml, which is missing")
         self._typestore = make_typestore(self.ros2)
         self._iterated = False
         self._closed = False

@@ -135,6 +135,8 @@ class _CsvRows:
         if not head:
             raise SourceError(f"{path}: the file is empty; expected rows of t, x, y, p")
         first = head[0]
+        if "\ufffd" in first or "\x00" in first:
+            raise SourceError(f"{path}: not a text file (binary data in the first line); expected CSV rows of t, x, y, p")
         self.delimiter = next((d for d in (",", ";", "\t") if d in first), None)
         fields = [v.strip() for v in (first.split(self.delimiter) if self.delimiter else first.split())]
         try:
@@ -198,6 +200,10 @@ class _ArrayRows:
         self._cols: list[np.ndarray] | None = None
         self._table: np.ndarray | None = None
         self.names: list[str] | None = None
+        magic = {".npy": b"\x93NUMPY", ".npz": b"PK"}.get(path.suffix.lower(), b"")
+        with open(path, "rb") as f:
+            if f.read(len(magic)) != magic:
+                raise SourceError(f"{path}: not a NumPy {path.suffix} file (no {magic!r} signature)")
         try:
             if path.suffix.lower() == ".npy":
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)

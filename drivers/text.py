@@ -170,6 +170,9 @@ class TextSource(SingleUse):
                 if line.strip() and not line.lstrip().startswith("#"):
                     first = line
                     break
+        if "\ufffd" in first or "\x00" in first:
+            raise SourceError(f"{self.path}: not a text file (binary data in the first line); expected rpg_e2vid "
+                              "text events ('width height', then 't x y p' lines)")
         fields = first.split()
         if len(fields) == 2:
             try:

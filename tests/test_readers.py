@@ -359,3 +359,27 @@ def test_ros2_sqlite_bag_with_dvs_event_arrays(tmp_path, events):
     got, src = read_all(next((tmp_path / "c").glob("*.db3")))
     assert src.frames is None and src.sensor_size == SIZE
     np.testing.assert_array_equal(got, events)
+
+
+@pytest.mark.parametrize("ext, says", [("txt", "not a text file"), ("zip", "not a zip file"),
+                                       ("csv", "not a text file"), ("npy", "not a NumPy .npy file"),
+                                       ("npz", "not a NumPy .npz file"), ("bag", "not a readable ROS 1 bag"),
+                                       ("mcap", "not a readable ROS 2 bag")])
+def test_random_bytes_are_one_line_errors(tmp_path, capsys, ext, says):
+    if ext in ("bag", "mcap"):
+        pytest.importorskip("rosbags")
+    path = tmp_path / f"junk.{ext}"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    rc = main(["info", str(path)])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"livenight: error: {path}: {says}")
+
+
+def test_truncated_npy_is_one_line_error(tmp_path, events, capsys):
+    np.save(tmp_path / "e.npy", np.stack([events["t"], events["x"], events["y"], events["p"]], axis=1))
+    data = (tmp_path / "e.npy").read_bytes()
+    (tmp_path / "e.npy").write_bytes(data[: len(data) // 2])
+    rc = main(["info", str(tmp_path / "e.npy"), "--sensor-size", "64x48"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1 and "e.npy: not a readable NumPy .npy file" in err[0]
