@@ -324,3 +324,17 @@ def test_bench_script_runs_and_checks_parity(capsys):
     out = capsys.readouterr().out
     assert out.count("same events: True") == (2 if "dv-processing (" in out else 1)
     assert "hot pixels" in out and "rate limit" in out
+
+
+def test_python_api_takes_filters(tmp_path, make_events):
+    import livenight
+
+    ev = make_events(30_000, sensor=(32, 24), rate_ev_per_s=1e5, seed=6)
+    np.savez(tmp_path / "e.npz", t=ev["t"], x=ev["x"], y=ev["y"], p=ev["p"], sensor_size=np.array([32, 24]))
+    plain = list(livenight.reconstruct(tmp_path / "e.npz", backend="complementary", max_frames=3))
+    filtered = list(livenight.reconstruct(tmp_path / "e.npz", backend="complementary", max_frames=3,
+                                          filters={"background_ms": 0.5}))
+    assert len(plain) == len(filtered) == 3
+    assert all(f.events.shape[0] < p.events.shape[0] for p, f in zip(plain, filtered))
+    kept = BackgroundActivityFilter((32, 24), 500)(ev)
+    np.testing.assert_array_equal(filtered[0].events, kept[kept["t"] < filtered[0].t1_us])
