@@ -37,10 +37,12 @@ from typing import Iterator
 
 
 def _policy(windows, engine, source):
-    from .windowing import policy_from_json
+    from .windowing import policy_from_json, windows_for_sensor
 
-    if windows is None:
-        return engine.default_windows(getattr(source, "event_indices", None))
+    if windows is None:  # the model's windows, adjusted to a sensor larger than the one they were chosen for
+        trained = (getattr(engine, "meta", None) or {}).get("sensor_size")
+        default = engine.default_windows(getattr(source, "event_indices", None))
+        return windows_for_sensor(default, source.sensor_size, tuple(trained) if trained else None)[0]
     if isinstance(windows, dict):
         return policy_from_json(windows)
     return windows
