@@ -24,12 +24,17 @@ DEFAULT_CHUNK_EVENTS = 1 << 18
 
 class Columns:
     """One decoded chunk: ``t_us`` int64 (or float µs that may hold NaN), ``x``, ``y``, ``p`` of any numeric
-    dtype, and ``at``: the position of the chunk's first row in the file (``"line 12"``) for messages."""
+    dtype, and where its first row is, for messages: ``at`` = ``"line"`` / ``"row"`` with ``first`` = its number,
+    or a description (``"message 3 of /dvs/events"``) with ``first=None``."""
 
-    __slots__ = ("t_us", "x", "y", "p", "at")
+    __slots__ = ("t_us", "x", "y", "p", "at", "first")
 
-    def __init__(self, t_us, x, y, p, at: str) -> None:
-        self.t_us, self.x, self.y, self.p, self.at = t_us, x, y, p, at
+    def __init__(self, t_us, x, y, p, at: str, first: int | None = None) -> None:
+        self.t_us, self.x, self.y, self.p, self.at, self.first = t_us, x, y, p, at, first
+
+    def where(self, k: int) -> str:
+        """The place of row ``k`` of the chunk (``"line 14"``, ``"message 3 of /dvs/events, event 2"``)."""
+        return f"{self.at} {self.first + k}" if self.first is not None else f"{self.at}, event {k}"
 
 
 def to_us(t, scale_to_us: float) -> np.ndarray:
@@ -75,15 +80,18 @@ class ColumnStream:
         for col in (t, x, y):
             if col.dtype.kind == "f":
                 bad |= ~np.isfinite(col)
+        if t.dtype.kind == "f":  # int64 µs must hold it (a garbled number, or seconds read as µs by mistake)
+            with np.errstate(invalid="ignore"):
+                bad |= np.abs(t) >= 2.0**62
         if bad.any():
-            audit.add("nonfinite", int(bad.sum()), f"{c.at} + {int(np.flatnonzero(bad)[0])} rows")
+            audit.add("nonfinite", int(bad.sum()), c.where(int(np.flatnonzero(bad)[0])))
             keep = ~bad
         width, height = self.sensor_size
         with np.errstate(invalid="ignore"):
             out = (x < 0) | (y < 0) | (x >= width) | (y >= height)
         out &= ~bad
         if out.any():
-            audit.add("outside", int(out.sum()), f"{c.at} + {int(np.flatnonzero(out)[0])} rows")
+            audit.add("outside", int(out.sum()), c.where(int(np.flatnonzero(out)[0])))
             keep = ~(bad | out)
         p = np.asarray(c.p)
         if keep is not None:
@@ -92,11 +100,11 @@ class ColumnStream:
         ev["t"] = t
         ev["x"] = x
         ev["y"] = y
-        ev["p"] = polarity_to_on(p, what=f"{self.what}: polarity ({c.at})")
+        ev["p"] = polarity_to_on(p, what=f"{self.what}: polarity ({c.where(0)} onwards)")
         audit.events += int(ev.shape[0])
         return ev
 
-    def _release(self, ev: np.ndarray, at: str, ahead_t: np.ndarray) -> np.ndarray | None:
+    def _release(self, ev: np.ndarray, at: Columns, ahead_t: np.ndarray) -> np.ndarray | None:
         """Drop time spikes, count far jumps, clamp what is older than the last released event; then the verdict."""
         audit, last_t = self.audit, self._last_t
         t = ev["t"]
@@ -108,18 +116,18 @@ class ColumnStream:
             if not keep.all():
                 gone = np.flatnonzero(~keep)
                 audit.spikes += n_spikes
-                audit.add("spike", int(gone.shape[0]), f"{at} + {int(gone[0])} rows")
+                audit.add("spike", int(gone.shape[0]), f"{at.where(0)} + {int(gone[0])} events")
                 ev = ev[keep]
                 t = ev["t"]
         if t.shape[0]:
             n_far, first = far_jumps(t)
             if last_t is not None and int(t[0]) - last_t > FAR_JUMP_US:
                 n_far, first = n_far + 1, 0
-            audit.add("jump", n_far, f"{at} + {first or 0} rows")
+            audit.add("jump", n_far, f"{at.where(0)} + {first or 0} events")
             floor = np.maximum.accumulate(t if last_t is None else np.maximum(t, last_t))
             late = np.flatnonzero(t < floor)
             if late.shape[0]:
-                audit.add("clamped", int(late.shape[0]), f"{at} + {int(late[0])} rows")
+                audit.add("clamped", int(late.shape[0]), f"{at.where(0)} + {int(late[0])} events")
                 ev = ev.copy()
                 ev["t"] = floor
         audit.check()
@@ -130,7 +138,7 @@ class ColumnStream:
 
     def _checked(self, chunks: Iterable[Columns]) -> Iterator[np.ndarray]:
         held: np.ndarray | None = None
-        held_at = ""
+        held_at: Columns | None = None
         for c in chunks:
             if self.closed:
                 return
@@ -142,7 +150,7 @@ class ColumnStream:
                 out = self._release(held, held_at, ev["t"])
                 if out is not None:
                     yield out
-            held, held_at = ev, c.at
+            held, held_at = ev, c
         if held is not None and not self.closed:
             out = self._release(held, held_at, np.empty(0, np.int64))
             if out is not None:

@@ -175,7 +175,9 @@ class _CsvRows:
             audit.add("malformed", n_bad, f"line {first_bad}")
         return np.asarray(good, dtype=np.float64).reshape(-1, k)
 
-    def blocks(self, audit=None) -> Iterator[tuple[str, np.ndarray]]:
+    def blocks(self, audit=None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(line number of the block's first line, rows)``; the row numbers inside a block with blank or
+        malformed lines count data rows."""
         with open(self.path, encoding="utf-8", errors="replace") as f:
             n = 1
             if self.names is not None:
@@ -187,7 +189,7 @@ class _CsvRows:
                 block = list(itertools.islice(f, BLOCK_ROWS))
                 if not block:
                     return
-                yield f"line {n}", self._parse(block, audit, n)
+                yield n, self._parse(block, audit, n)
                 n += len(block)
 
 
@@ -330,13 +332,13 @@ class TabularSource(SingleUse):
                 if self._stream is not None and self._stream.closed:
                     return
                 c = {r: rows.column(j, i0, i1) for r, j in idx.items()}
-                yield Columns(to_us(c["t"], scale), c["x"], c["y"], c["p"], at)
+                yield Columns(to_us(c["t"], scale), c["x"], c["y"], c["p"], "row", i0)
         else:
-            for at, block in rows.blocks(audit):
+            for line, block in rows.blocks(audit):
                 if self._stream is not None and self._stream.closed:
                     return
                 yield Columns(to_us(block[:, idx["t"]], scale), block[:, idx["x"]], block[:, idx["y"]],
-                              block[:, idx["p"]], at)
+                              block[:, idx["p"]], "line", line)
 
     def _scan_sensor_size(self) -> tuple[int, int]:
         max_x = max_y = -1

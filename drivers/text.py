@@ -217,7 +217,7 @@ class TextSource(SingleUse):
     def _packets(self) -> Iterator[EventPacket]:
         self._stream = stream = ColumnStream(str(self.path), "rpg_e2vid text (t x y p)", self.sensor_size,
                                              self.chunk_events, unit="lines")
-        chunks = (Columns(to_us(rows[:, 0], 1e6), rows[:, 1], rows[:, 2], rows[:, 3], f"line {n}")
+        chunks = (Columns(to_us(rows[:, 0], 1e6), rows[:, 1], rows[:, 2], rows[:, 3], "line", n)
                   for n, rows in self._blocks(stream))
         yield from stream.packets(chunks)
 
