@@ -99,7 +99,17 @@ def report() -> list[tuple[str, bool, str]]:
         _check("display for the viewer", _display),
         _check("PyAV (--video MP4)", _module("av", "PyAV")),
         _check("scikit-image (eval SSIM)", _module("skimage", "scikit-image")),
+        _check("rosbags (ROS 1 / ROS 2 bags)", _rosbags),
+        _check("text / CSV / NumPy event files", lambda: (True, "built-in readers (.txt, .zip, .csv, .npy, .npz)")),
     ]
+
+
+def _rosbags():
+    if not has("rosbags"):
+        return False, "not installed; pip install 'livenight[ros]'"
+    from importlib.metadata import version
+
+    return True, f"rosbags {version('rosbags')}"
 
 
 def devices() -> list[tuple[str, str]]:

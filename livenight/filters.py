@@ -168,7 +168,8 @@ class HotPixelFilter:
 
     def describe(self) -> str:
         refresh = f", relearned every {self.refresh_us / 1e6:g} s" if self.refresh_us else ""
-        return f"hot pixels (> {self.factor:g}x the median active pixel over the first {self.learn_us / 1000:g} ms{refresh})"
+        return (f"hot pixels (> {self.factor:g}x the median active pixel and its second-busiest neighbour over the "
+                f"first {self.learn_us / 1000:g} ms{refresh})")
 
 
 class BackgroundActivityFilter:
