@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from livenight.checks import FAR_JUMP_US, InputAudit, InputWarning, far_jumps, time_spikes
+from livenight.checks import InputAudit, InputWarning, release_checked
 from livenight.errors import SourceError
 from livenight.events import EVENT_DTYPE, EventPacket, concat_events, polarity_to_on
 
@@ -106,34 +106,8 @@ class ColumnStream:
 
     def _release(self, ev: np.ndarray, at: Columns, ahead_t: np.ndarray) -> np.ndarray | None:
         """Drop time spikes, count far jumps, clamp what is older than the last released event; then the verdict."""
-        audit, last_t = self.audit, self._last_t
-        t = ev["t"]
-        before = [] if last_t is None else [last_t]
-        n = int(t.shape[0])
-        keep, n_spikes = time_spikes(np.concatenate([np.asarray(before, np.int64), t, ahead_t]))
-        if keep is not None:
-            keep = keep[len(before):len(before) + n]
-            if not keep.all():
-                gone = np.flatnonzero(~keep)
-                audit.spikes += n_spikes
-                audit.add("spike", int(gone.shape[0]), f"{at.where(0)} + {int(gone[0])} events")
-                ev = ev[keep]
-                t = ev["t"]
-        if t.shape[0]:
-            n_far, first = far_jumps(t)
-            if last_t is not None and int(t[0]) - last_t > FAR_JUMP_US:
-                n_far, first = n_far + 1, 0
-            audit.add("jump", n_far, f"{at.where(0)} + {first or 0} events")
-            floor = np.maximum.accumulate(t if last_t is None else np.maximum(t, last_t))
-            late = np.flatnonzero(t < floor)
-            if late.shape[0]:
-                audit.add("clamped", int(late.shape[0]), f"{at.where(0)} + {int(late[0])} events")
-                ev = ev.copy()
-                ev["t"] = floor
-        audit.check()
-        if not ev.shape[0]:
-            return None
-        self._last_t = int(ev["t"][-1])
+        ev, self._last_t = release_checked(self.audit, ev, ahead_t, self._last_t,
+                                           lambda i: f"{at.where(0)} + {i} events")
         return ev
 
     def _checked(self, chunks: Iterable[Columns]) -> Iterator[np.ndarray]:

@@ -42,7 +42,7 @@ from typing import Iterator
 
 import numpy as np
 
-from livenight.checks import FAR_JUMP_US, SPIKE_US, InputAudit, far_jumps, time_spikes
+from livenight.checks import SPIKE_US, InputAudit, release_checked
 from livenight.errors import SourceError, SourceNotFoundError
 from livenight.events import EVENT_DTYPE, EventPacket
 
@@ -281,48 +281,17 @@ class Aedat4Source(SingleUse):
             ev["p"] = raw["p"]
             audit.events += int(ev.shape[0])
             if held is not None:
-                out, last_t = self._release(audit, held, held_at, ev["t"], last_t)
+                out, last_t = release_checked(audit, held, ev["t"], last_t, lambda i, at=held_at: f"event {at + i}")
                 if out is not None:
                     yield out
             held, held_at = ev, seen
             seen += n
         if held is not None and not self._closed:
-            out, last_t = self._release(audit, held, held_at, np.empty(0, np.int64), last_t)
+            out, last_t = release_checked(audit, held, np.empty(0, np.int64), last_t,
+                                          lambda i, at=held_at: f"event {at + i}")
             if out is not None:
                 yield out
 
-    @staticmethod
-    def _release(audit: InputAudit, ev: np.ndarray, at: int, ahead_t: np.ndarray,
-                 last_t: int | None) -> tuple[np.ndarray | None, int | None]:
-        """Judge ``ev`` with the last released time before it and the next packet after it: drop spikes, count
-        far jumps, clamp what is older than the last released event; then the verdict on garbage."""
-        t = ev["t"]
-        n = int(t.shape[0])
-        before = [] if last_t is None else [last_t]
-        keep, n_spikes = time_spikes(np.concatenate([np.asarray(before, np.int64), t, ahead_t]))
-        if keep is not None:
-            keep = keep[len(before):len(before) + n]
-            if not keep.all():
-                gone = np.flatnonzero(~keep)
-                audit.spikes += n_spikes
-                audit.add("spike", int(gone.shape[0]), f"event {at + int(gone[0])}")
-                ev = ev[keep]
-                t = ev["t"]
-        if t.shape[0]:
-            n_far, first = far_jumps(t)
-            if last_t is not None and int(t[0]) - last_t > FAR_JUMP_US:
-                n_far, first = n_far + 1, 0
-            audit.add("jump", n_far, f"event {at + (first or 0)}")
-            floor = np.maximum.accumulate(t if last_t is None else np.maximum(t, last_t))
-            late = np.flatnonzero(t < floor)
-            if late.shape[0]:
-                audit.add("clamped", int(late.shape[0]), f"event {at + int(late[0])}")
-                ev = ev.copy()
-                ev["t"] = floor
-        audit.check()
-        if not ev.shape[0]:
-            return None, last_t
-        return ev, int(ev["t"][-1])
 
     def _packets(self) -> Iterator[EventPacket]:
         what = str(self.path)

@@ -289,3 +289,38 @@ def live_summary(source, stats) -> str:
     parts.append(f"{stats.skipped_windows} windows skipped")
     parts.append(f"{stats.dropped_events} events dropped by the ring")
     return ", ".join(parts)
+
+
+def release_checked(audit: "InputAudit", ev: np.ndarray, ahead_t: np.ndarray, last_t: int | None,
+                    where) -> tuple[np.ndarray | None, int | None]:
+    """Judge a chunk of decoded events before it leaves a reader, with the last released time before it and the
+    next chunk's times after it: drop time spikes, count far jumps, clamp what is older than the last released
+    event, then the audit's verdict on garbage. ``where(i)`` names the place of the chunk's event ``i`` in the file
+    (for warnings). Returns ``(events or None when nothing is left, the new last released time)``."""
+    t = ev["t"]
+    n = int(t.shape[0])
+    before = [] if last_t is None else [last_t]
+    keep, n_spikes = time_spikes(np.concatenate([np.asarray(before, np.int64), t, ahead_t]))
+    if keep is not None:
+        keep = keep[len(before):len(before) + n]
+        if not keep.all():
+            gone = np.flatnonzero(~keep)
+            audit.spikes += n_spikes
+            audit.add("spike", int(gone.shape[0]), where(int(gone[0])))
+            ev = ev[keep]
+            t = ev["t"]
+    if t.shape[0]:
+        n_far, first = far_jumps(t)
+        if last_t is not None and int(t[0]) - last_t > FAR_JUMP_US:
+            n_far, first = n_far + 1, 0
+        audit.add("jump", n_far, where(first or 0))
+        floor = np.maximum.accumulate(t if last_t is None else np.maximum(t, last_t))
+        late = np.flatnonzero(t < floor)
+        if late.shape[0]:
+            audit.add("clamped", int(late.shape[0]), where(int(late[0])))
+            ev = ev.copy()
+            ev["t"] = floor
+    audit.check()
+    if not ev.shape[0]:
+        return None, last_t
+    return ev, int(ev["t"][-1])
