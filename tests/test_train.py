@@ -409,3 +409,48 @@ def test_stem_stride_runs_the_unet_at_lower_resolution_and_outputs_full_size():
         NERNetConfig(stem_stride=0)
     # the defaults are the official architecture: no new keys, same config as before the options existed
     assert NERNetConfig().stem_stride == 1 and NERNetConfig().letc_cnn and NERNetConfig().pred_kernel == 1
+
+
+# ------------------------------------------------------------------------------------------------ scripts
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", ["bench_arch", "event_stats", "simulate_cache", "eval_bundled", "bundle_model",
+                                  "davis_figure"])
+def test_scripts_explain_themselves(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        _script(name).parse_args(["--help"])
+    assert e.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_bench_arch_times_a_candidate(capsys):
+    rows = _script("bench_arch").run(_script("bench_arch").parse_args(["--size", "64x48", "--only", "ner-tiny",
+                                                                        "--threads", "1", "--repeat", "1"]))
+    assert rows[0]["name"] == "ner-tiny" and rows[0]["parameters"] == 550_754
+    assert rows[0]["fp32_1T"] > 0 and rows[0]["bf16_1T"] > 0 and "| ner-tiny |" in capsys.readouterr().out
+
+
+def test_bundle_model_strips_training_state_and_writes_windows(tmp_path):
+    from livenight.model.checkpoint import save_model
+
+    net = NERNet(NERNetConfig(sensor_size=(32, 32), base_channels=4, num_encoders=2, kernel_size=3, stem_stride=4,
+                              pred_kernel=3, letc_cnn=False))
+    save_model(net, tmp_path / "last.pth", step=7, optimizer={"state": {}})
+    (tmp_path / "card.json").write_text(json.dumps({"config": "configs/x.toml", "scores": {"a": 1}}))
+    mod = _script("bundle_model")
+    path = mod.run(mod.parse_args([str(tmp_path / "last.pth"), "--name", "x", "--out", str(tmp_path),
+                                   "--card", str(tmp_path / "card.json")]))
+    ck = torch.load(path, weights_only=True)
+    assert ck["step"] == 7 and "optimizer" not in ck and ck["model"]["stem_stride"] == 4
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["windows"] == {"kind": "time", "window_us": 40_000, "stride_us": 40_000}
+    assert meta["steps"] == 7 and meta["scores"] == {"a": 1} and "sensor_size" not in meta["model"]
+    assert meta["parameters"] == sum(p.numel() for p in net.parameters())
