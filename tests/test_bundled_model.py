@@ -1,4 +1,4 @@
-"""The bundled ner-lite model: shipped small, described (windows as data, config, command), the default engine."""
+"""The bundled ner-tiny model: shipped small, described, the default engine, and better than the classical filter."""
 
 from __future__ import annotations
 
@@ -19,7 +19,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bundled_model_is_small_described_and_reproducible_from_its_config():
     path = bundled_model()
-    assert path is not None and path.name == "ner-lite.pth"
+    assert path is not None and path.name == "ner-tiny.pth"
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    desc = json.loads(path.with_suffix(".json").read_text())
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    config = tomllib.loads((ROOT / desc["config"]).read_text())
+    for key, value in config["model"].items():
+        assert ck["model"][key] == value == desc["model"][key], key
+    assert desc["command"] == f"livenight train {desc['config']}"
+    assert ck["step"] == config["steps"] == desc["steps"]
+    net = load_model(path, (346, 260))
+    assert net.cfg.base_channels == config["model"]["base_channels"]
+
+
+def test_default_engine_is_the_bundled_model(tmp_path, capsys):
+    write_night(tmp_path / "s.h5", seconds=0.3, size=(64, 48), seed=3)
+    assert main(["--replay", str(tmp_path / "s.h5"), "--no-gui", "--max-frames", "2"]) == 0
+    assert "ner-tiny.pth: 2 frames" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bundled_model_beats_the_classical_filter_on_a_held_out_night(tmp_path, capsys):
+    write_night(tmp_path / "held.h5", seconds=1.0, size=(346, 260), seed=4242)  # a seed training never saw
+    assert main(["eval", str(tmp_path / "held.h5")]) == 0
+    tiny = capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "held.h5"), "--engine", "complementary"]) == 0
+    classical = capsys.readouterr().out
+
+    def ssim(text):
+        return float(text.split("SSIM ")[1].split()[0])
+
+    assert ssim(tiny) > ssim(classical) + 0.05
+
+
+def test_ner_lite_weights_are_described_and_reproducible_from_their_config():
+    # the experimental ner-lite weights (not the default: see livenight/weights/ner-lite.md)
+    path = ROOT / "livenight" / "weights" / "ner-lite.pth"
     assert path.stat().st_size <= 5 * 1024 * 1024
     desc = json.loads(path.with_suffix(".json").read_text())
     assert desc["windows"] == {"kind": "time", "window_us": 40_000, "stride_us": 40_000}  # every event counts
@@ -32,28 +67,4 @@ def test_bundled_model_is_small_described_and_reproducible_from_its_config():
     assert ck["step"] == config["steps"] == desc["steps"]
     assert set(desc) >= {"name", "config", "command", "data", "compute", "scores", "windows"}
     net = load_model(path, (346, 260))
-    assert net.cfg.base_channels == config["model"]["base_channels"] and net.cfg.stem_stride == 4
-    assert sum(p.numel() for p in net.parameters()) == desc["parameters"]
-
-
-def test_default_engine_is_the_bundled_model(tmp_path, capsys):
-    write_night(tmp_path / "s.h5", seconds=0.3, size=(64, 48), seed=3)
-    assert main(["--replay", str(tmp_path / "s.h5"), "--no-gui", "--max-frames", "2"]) == 0
-    assert "ner-lite.pth: 2 frames" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_bundled_model_has_lower_error_than_the_classical_filter_on_a_held_out_night(tmp_path, capsys):
-    # the model card's comparison, on a night street no training recording resembles (another simulator, a seed
-    # training never saw), every event in contiguous 40 ms windows for both
-    write_night(tmp_path / "held.h5", seconds=1.0, size=(346, 260), seed=4242)
-    windows = ["--windows", "time", "--window-ms", "40", "--stride-ms", "40"]
-    assert main(["eval", str(tmp_path / "held.h5"), *windows]) == 0
-    lite = capsys.readouterr().out
-    assert main(["eval", str(tmp_path / "held.h5"), "--engine", "complementary", *windows]) == 0
-    classical = capsys.readouterr().out
-
-    def mse(text):
-        return float(text.split("MSE ")[1].split()[0])
-
-    assert mse(lite) < 0.9 * mse(classical)
+    assert net.cfg.stem_stride == 4 and sum(p.numel() for p in net.parameters()) == desc["parameters"]
