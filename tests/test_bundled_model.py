@@ -68,3 +68,12 @@ def test_ner_lite_weights_are_described_and_reproducible_from_their_config():
     assert set(desc) >= {"name", "config", "command", "data", "compute", "scores", "windows"}
     net = load_model(path, (346, 260))
     assert net.cfg.stem_stride == 4 and sum(p.numel() for p in net.parameters()) == desc["parameters"]
+
+
+def test_the_bundled_model_sees_every_event_in_contiguous_windows(tmp_path, capsys):
+    """Its metadata names contiguous 40 ms windows (every event counts), also on files that have RLED indices."""
+    desc = json.loads(bundled_model().with_suffix(".json").read_text())
+    assert desc["windows"] == {"kind": "time", "window_us": 40_000, "stride_us": 40_000}
+    write_night(tmp_path / "s.h5", seconds=0.3, size=(64, 48), seed=3)  # a file with event_indices
+    assert main(["--replay", str(tmp_path / "s.h5"), "--no-gui", "--max-frames", "2"]) == 0
+    assert "contiguous 40 ms windows (25 frames/s)" in capsys.readouterr().out
