@@ -254,7 +254,12 @@ def configure_threads(compute: int | None = None, environ=None) -> ThreadBudget:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.setdefault("KMP_BLOCKTIME", "0")
     env["OMP_NUM_THREADS"] = str(budget.compute)
-    env["NUMBA_NUM_THREADS"] = str(budget.numba)
+    numba = sys.modules.get("numba") if environ is None else None
+    if numba is None:
+        env["NUMBA_NUM_THREADS"] = str(budget.numba)
+    else:  # numba read it when it loaded; changing it now makes its next compilation fail once threads run
+        budget = ThreadBudget(budget.cores, budget.compute, int(numba.config.NUMBA_NUM_THREADS), budget.interop,
+                              budget.passive)
     # OpenMP reads the wait policy when torch loads it: it applies if torch came later, or the user had set it
     passive = env["OMP_WAIT_POLICY"].upper() == "PASSIVE" and (not torch_loaded or policy_before.upper() == "PASSIVE")
     budget = ThreadBudget(budget.cores, budget.compute, budget.numba, budget.interop, passive)
