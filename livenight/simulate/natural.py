@@ -43,6 +43,7 @@ from os import PathLike
 import numpy as np
 
 from . import night
+from . import _kernels
 from .night import DvsParams, SimResult, _noise, _pack
 
 __all__ = ["NaturalScene", "random_natural_scene", "simulate_natural", "write_natural", "dead_leaves",
@@ -478,7 +479,7 @@ def simulate_natural(seconds: float = 2.0, size: tuple[int, int] = (240, 180), s
     ss_scene, ss_world, ss_sensor, ss_noise, ss_shot = np.random.SeedSequence(int(seed)).spawn(5)
     if scene is None:
         scene = random_natural_scene(np.random.default_rng(ss_scene))
-    night._jit()
+    _kernels._jit()
     world = _build(width, height, scene, seconds, np.random.default_rng(ss_world))
     duration_us = int(round(seconds * 1e6))
     rng_sensor, rng_noise, rng_shot = (np.random.default_rng(s) for s in (ss_sensor, ss_noise, ss_shot))
@@ -520,7 +521,7 @@ def simulate_natural(seconds: float = 2.0, size: tuple[int, int] = (240, 180), s
             out = []
             p, p_end = int(bounds[b]), int(bounds[b + 1])
             while p < p_end:
-                p, n = night._video_kernel(p, p_end, width, *args, lf, lref, tlast, lin, con, coff, mean_cur,
+                p, n = _kernels._video_kernel(p, p_end, width, *args, lf, lref, tlast, lin, con, coff, mean_cur,
                                            bt, bx, by, bp, 0)
                 out.append((bt[:n].copy(), bx[:n].copy(), by[:n].copy(), bp[:n].copy()))
             return out

@@ -65,7 +65,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
@@ -74,6 +73,8 @@ import numpy as np
 
 from .._optional import require
 from ..events import EVENT_DTYPE
+from . import _kernels
+from ._scene import _build_scene, _make_car, _Scene, _texture_scene  # noqa: F401  (natural.py, tests)
 
 __all__ = ["NightScene", "DvsParams", "SimResult", "simulate_night", "write_night"]
 
@@ -83,8 +84,6 @@ RLED_HALF_WINDOW_US = 10_000
 _CHUNK_US = 20_000
 #: Smallest per-thread event buffer of the kernel (it returns early and is resumed when the buffer fills).
 _MIN_BUFFER_EVENTS = 1 << 16
-#: Reference size: texture features and car sizes scale with min(width, height) / 260 (DAVIS346 height).
-_REF_SIDE_PX = 260.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -246,540 +245,6 @@ class SimResult:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# numba kernels. Written as plain functions and compiled on first use by _jit(), which replaces the module
-# globals by their numba dispatchers: `import livenight.simulate` must not import numba, and kernels that call
-# each other find the compiled versions through the module globals. cache=True keeps compile cost to one run.
-
-
-def _texture_at(x, y, k, tex, oxi, oyi, fx, fy):
-    """Reflectance of the panning texture at pixel (x, y), step k: bilinear sample at a sub-pixel shift."""
-    ty = y + oyi[k]
-    tx = x + oxi[k]
-    gx = fx[k]
-    gy = fy[k]
-    t00 = tex[ty, tx]
-    t01 = tex[ty, tx + 1]
-    t10 = tex[ty + 1, tx]
-    t11 = tex[ty + 1, tx + 1]
-    top = t00 + gx * (t01 - t00)
-    bot = t10 + gx * (t11 - t10)
-    return top + gy * (bot - top)
-
-
-def _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y):
-    """Reflectance and emission seen by pixel (x, y) at step k: bilinear texture sample + cars on top."""
-    r = _texture_at(x, y, k, tex, oxi, oyi, fx, fy)
-    e = 0.0
-    for j in range(spr_w.shape[0]):
-        u = x - obj_x[k, j] + 1.0  # sprite arrays carry a 1-pixel zero border
-        if u < 0.0 or u >= spr_w[j] + 1.0:
-            continue
-        v = y - obj_y[k, j] + 1.0
-        if v < 0.0 or v >= spr_h[j] + 1.0:
-            continue
-        iu = int(u)
-        iv = int(v)
-        au = u - iu
-        av = v - iv
-        w00 = (1.0 - au) * (1.0 - av)
-        w01 = au * (1.0 - av)
-        w10 = (1.0 - au) * av
-        w11 = au * av
-        a = (w00 * spr_a[j, iv, iu] + w01 * spr_a[j, iv, iu + 1]
-             + w10 * spr_a[j, iv + 1, iu] + w11 * spr_a[j, iv + 1, iu + 1])
-        if a <= 0.0:
-            continue
-        ar = (w00 * spr_ar[j, iv, iu] + w01 * spr_ar[j, iv, iu + 1]
-              + w10 * spr_ar[j, iv + 1, iu] + w11 * spr_ar[j, iv + 1, iu + 1])
-        ee = (w00 * spr_e[j, iv, iu] + w01 * spr_e[j, iv, iu + 1]
-              + w10 * spr_e[j, iv + 1, iu] + w11 * spr_e[j, iv + 1, iu + 1])
-        r = r * (1.0 - a) + ar
-        e = e * (1.0 - a) + ee
-    return r, e
-
-
-def _advance_pixel(lf, lref, tlast, lin0, lin1, cur1, ta, tb, con, coff, refr, tau_ref, max_dlog, cap,
-                   ev_t, ev_p, n):
-    """Advance one pixel from ``ta`` to ``tb`` (µs); its log input goes linearly from ``lin0`` to ``lin1``.
-
-    ``lf`` is the low-passed log photocurrent, ``lref`` the reference of the change detector, ``tlast`` the time of
-    the last event, ``cur1`` the photocurrent at ``tb``. Events go to ``ev_t``/``ev_p`` from index ``n`` (at most
-    ``cap`` of them; further crossings stay pending and fire in the next step). Returns the new state and ``n``.
-    """
-    d_in = lin1 - lin0
-    if abs(d_in) <= max_dlog:
-        # fast path (most pixel-steps): one sub-step and no threshold reached at either end. lf moves
-        # monotonically inside the step, so it cannot cross a threshold in between either.
-        kk = (tb - ta) * cur1
-        lf_new = lf + kk / (tau_ref + kk) * (lin1 - lf)
-        d0 = lf - lref
-        d1 = lf_new - lref
-        if -coff < d0 < con and -coff < d1 < con:
-            return lf_new, lref, tlast, n
-        nsub = 1
-    else:
-        nsub = int(math.ceil(abs(d_in) / max_dlog))
-    dt = (tb - ta) / nsub
-    n_first = n
-    for s in range(nsub):
-        t0 = ta + s * dt
-        t1 = tb if s == nsub - 1 else t0 + dt
-        if nsub == 1:
-            lin = lin1
-            cur = cur1
-        else:
-            lin = lin0 + d_in * (s + 1) / nsub
-            cur = math.exp(lin)
-        # implicit-Euler first-order low pass with tau = tau_ref / I: stable for any step, exact as dt/tau -> 0
-        kk = dt * cur
-        lf_new = lf + kk / (tau_ref + kk) * (lin - lf)
-        slope = (lf_new - lf) / dt if dt > 0.0 else 0.0
-        t = t0
-        while n - n_first < cap:
-            t_ready = tlast + refr
-            t_a = t if t > t_ready else t_ready
-            if t_a > t1:
-                break
-            la = lf + slope * (t_a - t0)
-            d = la - lref
-            if d >= con or d <= -coff:  # change accumulated during the refractory period fires at its end
-                ev_t[n] = int(math.floor(t_a))
-                ev_p[n] = 1 if d > 0.0 else 0
-                n += 1
-                lref = la
-                tlast = t_a
-                t = t_a
-                continue
-            if slope > 0.0:
-                target = lref + con
-                pol = 1
-            elif slope < 0.0:
-                target = lref - coff
-                pol = 0
-            else:
-                break
-            tc = t0 + (target - lf) / slope
-            if tc > t1:
-                break
-            if tc < t_a:
-                tc = t_a
-            ev_t[n] = int(math.floor(tc))
-            ev_p[n] = pol
-            n += 1
-            lref = target
-            tlast = tc
-            t = tc
-        lf = lf_new
-    return lf, lref, tlast, n
-
-
-def _chunk_kernel(p_start, p_end, width, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y,
-                  t_steps, illum, dark, tau_ref, max_dlog, refr, cap,
-                  lf, lref, tlast, lin, con, coff, mean_cur, ev_t, ev_x, ev_y, ev_p, n):
-    """Simulate all steps of one chunk for the flat pixel indices ``[p_start, p_end)``, pixel by pixel.
-
-    Pixels that no car touches during the chunk (outside the cars' bounding boxes over all its steps) sample the
-    texture alone, which skips the per-car tests.
-
-    Returns ``(p_next, n)``: ``p_next < p_end`` when the event buffers are nearly full (the caller drains them
-    and calls again from ``p_next``). Per-pixel state arrays are updated in place, only inside the range, so
-    disjoint ranges can run concurrently (the kernel releases the GIL).
-    """
-    n_steps = oxi.shape[0]
-    capacity = ev_t.shape[0]
-    n_obj = spr_w.shape[0]
-    box = np.empty((n_obj, 4))  # x0, x1, y0, y1 of each car over the chunk
-    for j in range(n_obj):
-        box[j, 0] = obj_x[:, j].min() - 1.0
-        box[j, 1] = obj_x[:, j].max() + spr_w[j] + 1.0
-        box[j, 2] = obj_y[:, j].min() - 1.0
-        box[j, 3] = obj_y[:, j].max() + spr_h[j] + 1.0
-    for p in range(p_start, p_end):
-        if n + n_steps * cap > capacity:
-            return p, n
-        y = p // width
-        x = p - y * width
-        s_lf = np.float64(lf[p])
-        s_lref = np.float64(lref[p])
-        s_tl = tlast[p]
-        s_lin = np.float64(lin[p])
-        s_con = np.float64(con[p])
-        s_coff = np.float64(coff[p])
-        near_car = False
-        for j in range(n_obj):
-            if box[j, 0] <= x <= box[j, 1] and box[j, 2] <= y <= box[j, 3]:
-                near_car = True
-        acc = 0.0
-        for k in range(n_steps):
-            if near_car:
-                r, e = _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y)
-                c1 = illum * r + e + dark
-            else:
-                c1 = illum * _texture_at(x, y, k, tex, oxi, oyi, fx, fy) + dark
-            l1 = math.log(c1)
-            acc += c1
-            if abs(l1 - s_lin) <= max_dlog:
-                # fast path, inlined here by hand (same arithmetic as in _advance_pixel): no threshold reached
-                kk = (t_steps[k + 1] - t_steps[k]) * c1
-                lf_new = s_lf + kk / (tau_ref + kk) * (l1 - s_lf)
-                d0 = s_lf - s_lref
-                d1 = lf_new - s_lref
-                if -s_coff < d0 < s_con and -s_coff < d1 < s_con:
-                    s_lf = lf_new
-                    s_lin = l1
-                    continue
-            n0 = n
-            s_lf, s_lref, s_tl, n = _advance_pixel(s_lf, s_lref, s_tl, s_lin, l1, c1, t_steps[k], t_steps[k + 1],
-                                                   s_con, s_coff, refr, tau_ref, max_dlog, cap, ev_t, ev_p, n)
-            for q in range(n0, n):
-                ev_x[q] = x
-                ev_y[q] = y
-            s_lin = l1
-        lf[p] = s_lf
-        lref[p] = s_lref
-        tlast[p] = s_tl
-        lin[p] = s_lin
-        mean_cur[p] = acc / n_steps if n_steps > 0 else mean_cur[p]
-    return p_end, n
-
-
-def _video_kernel(p_start, p_end, width, cur, t_steps, tau_ref, max_dlog, refr, cap,
-                  lf, lref, tlast, lin, con, coff, mean_cur, ev_t, ev_x, ev_y, ev_p, n):
-    """Like :func:`_chunk_kernel`, but the photocurrent of every pixel and step is given: ``cur[k, p]`` at
-    ``t_steps[k + 1]`` (a rendered video, :mod:`livenight.simulate.natural`). Same state arrays, same return."""
-    n_steps = cur.shape[0]
-    capacity = ev_t.shape[0]
-    for p in range(p_start, p_end):
-        if n + n_steps * cap > capacity:
-            return p, n
-        y = p // width
-        x = p - y * width
-        s_lf = np.float64(lf[p])
-        s_lref = np.float64(lref[p])
-        s_tl = tlast[p]
-        s_lin = np.float64(lin[p])
-        s_con = np.float64(con[p])
-        s_coff = np.float64(coff[p])
-        acc = 0.0
-        for k in range(n_steps):
-            c1 = np.float64(cur[k, p])
-            l1 = math.log(c1)
-            acc += c1
-            if abs(l1 - s_lin) <= max_dlog:
-                kk = (t_steps[k + 1] - t_steps[k]) * c1
-                lf_new = s_lf + kk / (tau_ref + kk) * (l1 - s_lf)
-                d0 = s_lf - s_lref
-                d1 = lf_new - s_lref
-                if -s_coff < d0 < s_con and -s_coff < d1 < s_con:
-                    s_lf = lf_new
-                    s_lin = l1
-                    continue
-            n0 = n
-            s_lf, s_lref, s_tl, n = _advance_pixel(s_lf, s_lref, s_tl, s_lin, l1, c1, t_steps[k], t_steps[k + 1],
-                                                   s_con, s_coff, refr, tau_ref, max_dlog, cap, ev_t, ev_p, n)
-            for q in range(n0, n):
-                ev_x[q] = x
-                ev_y[q] = y
-            s_lin = l1
-        lf[p] = s_lf
-        lref[p] = s_lref
-        tlast[p] = s_tl
-        lin[p] = s_lin
-        mean_cur[p] = acc / n_steps if n_steps > 0 else mean_cur[p]
-    return p_end, n
-
-
-def _render_kernel(out_r, out_e, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y):
-    """Render reflectance and emission of the whole view at step ``k`` of the given motion arrays."""
-    height, width = out_r.shape
-    for y in range(height):
-        for x in range(width):
-            r, e = _scene_at(x, y, k, tex, oxi, oyi, fx, fy, spr_ar, spr_a, spr_e, spr_w, spr_h, obj_x, obj_y)
-            out_r[y, x] = r
-            out_e[y, x] = e
-
-
-def _trace_kernel(log_in, cur_in, t_us, con, coff, refr, tau_ref, max_dlog, cap, ev_t, ev_p):
-    """One pixel driven by a given photocurrent series (for tests and studies); starts in steady state."""
-    lf = log_in[0]
-    lref = lf
-    tl = -1e18
-    n = 0
-    for k in range(1, t_us.shape[0]):
-        if n + cap > ev_t.shape[0]:
-            break
-        lf, lref, tl, n = _advance_pixel(lf, lref, tl, log_in[k - 1], log_in[k], cur_in[k], t_us[k - 1], t_us[k],
-                                         con, coff, refr, tau_ref, max_dlog, cap, ev_t, ev_p, n)
-    return n
-
-
-#: (name, inline): helpers are inlined at numba-IR level; called as real functions, the array arguments would be
-#: reference-counted on every call (atomic operations), costing ~100 ns per pixel and step.
-_JIT_NAMES = (("_texture_at", True), ("_scene_at", True), ("_advance_pixel", True), ("_chunk_kernel", False),
-              ("_video_kernel", False),
-              ("_render_kernel", False), ("_trace_kernel", False))
-_jitted = False
-_jit_lock = threading.Lock()
-
-
-def _jit() -> None:
-    """Compile the kernels (numba, cached on disk) the first time the simulator runs."""
-    global _jitted
-    with _jit_lock:
-        if _jitted:
-            return
-        numba = require("numba", "the night event simulator (livenight.simulate)")
-        g = globals()
-        for name, inline in _JIT_NAMES:
-            g[name] = numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(g[name])
-        _jitted = True
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# scene generation (numpy, once per simulation)
-
-
-def _paint(canvas: np.ndarray, y0: int, x0: int, alpha: np.ndarray, value) -> None:
-    """Alpha-blend a patch (value: scalar or array of alpha's shape) into the periodic canvas at (y0, x0)."""
-    ht, wt = canvas.shape
-    rows = (y0 + np.arange(alpha.shape[0])) % ht
-    cols = (x0 + np.arange(alpha.shape[1])) % wt
-    ix = np.ix_(rows, cols)
-    canvas[ix] = canvas[ix] * (1.0 - alpha) + alpha * value
-
-
-def _disc_alpha(radius: float) -> np.ndarray:
-    """Anti-aliased disc coverage in a (2r+2)² patch."""
-    size = int(math.ceil(2 * radius)) + 2
-    c = (size - 1) / 2.0
-    yy, xx = np.mgrid[0:size, 0:size]
-    d = np.hypot(yy - c, xx - c)
-    return np.clip(radius - d + 0.5, 0.0, 1.0)
-
-
-def _make_texture(rng: np.random.Generator, ht: int, wt: int, scale: float, scene: NightScene) -> np.ndarray:
-    """A periodic (ht, wt) float32 reflectance texture: smooth gradients plus blobs, discs, buildings, stripes."""
-    yy, xx = np.mgrid[0:ht, 0:wt].astype(np.float64)
-    canvas = np.full((ht, wt), 0.3)
-    # smooth periodic illumination-like gradients (integer wave numbers keep the texture periodic)
-    for _ in range(4):
-        kx, ky = rng.integers(0, 3, size=2)
-        if kx == 0 and ky == 0:
-            kx = 1
-        canvas += rng.uniform(0.04, 0.1) * np.cos(2 * np.pi * (kx * xx / wt + ky * yy / ht) + rng.uniform(0, 2 * np.pi))
-    n_shapes = int(round(scene.texture_density * ht * wt / (28.0 * scale) ** 2))
-    for _ in range(n_shapes):
-        kind = rng.choice(5, p=[0.18, 0.22, 0.3, 0.15, 0.15])
-        y0, x0 = int(rng.integers(0, ht)), int(rng.integers(0, wt))
-        size = float(np.exp(rng.uniform(np.log(5.0), np.log(70.0)))) * scale
-        value = float(rng.uniform(0.0, 1.0) ** 1.3)
-        if kind == 0:  # smooth Gaussian blob
-            sig = size / 2.5
-            half = int(3 * sig) + 1
-            g = np.arange(-half, half + 1)
-            alpha = rng.uniform(0.4, 0.9) * np.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / (2 * sig * sig))
-            _paint(canvas, y0, x0, alpha, value)
-        elif kind == 1:  # disc, sharp anti-aliased edge
-            _paint(canvas, y0, x0, _disc_alpha(max(size / 2, 1.5)), value)
-        elif kind == 2:  # rectangle (building), often with a grid of windows
-            h = max(3, int(size * rng.uniform(0.6, 1.6)))
-            w = max(3, int(size * rng.uniform(0.6, 1.6)))
-            patch = np.full((h, w), value)
-            if h > 12 * scale and w > 12 * scale and rng.random() < 0.7:
-                step = max(4, int(rng.uniform(6, 12) * scale))
-                win = max(2, int(step * rng.uniform(0.35, 0.6)))
-                wv = float(np.clip(value + rng.choice([-1, 1]) * rng.uniform(0.25, 0.6), 0, 1))
-                for r0 in range(step // 2, h - win, step):
-                    for c0 in range(step // 2, w - win, step):
-                        patch[r0:r0 + win, c0:c0 + win] = wv
-            _paint(canvas, y0, x0, np.ones((h, w)), patch)
-        elif kind == 3:  # oriented stripes
-            h = max(4, int(size * rng.uniform(0.8, 1.5)))
-            w = max(4, int(size * rng.uniform(0.8, 1.5)))
-            period = rng.uniform(4.0, 14.0) * scale
-            ang = rng.uniform(0, np.pi)
-            py, px = np.mgrid[0:h, 0:w]
-            phase = (px * np.cos(ang) + py * np.sin(ang)) * 2 * np.pi / period
-            v2 = float(np.clip(value + rng.choice([-1, 1]) * rng.uniform(0.2, 0.6), 0, 1))
-            wave = np.sin(phase)
-            if rng.random() < 0.5:  # square wave with soft edges
-                wave = np.clip(wave * 4, -1, 1)
-            _paint(canvas, y0, x0, np.ones((h, w)), value + (v2 - value) * (0.5 + 0.5 * wave))
-        else:  # rectangle with a linear gradient
-            h = max(3, int(size * rng.uniform(0.6, 1.6)))
-            w = max(3, int(size * rng.uniform(0.6, 1.6)))
-            v2 = float(rng.uniform(0.0, 1.0))
-            ang = rng.uniform(0, 2 * np.pi)
-            py, px = np.mgrid[0:h, 0:w]
-            proj = px * np.cos(ang) + py * np.sin(ang)
-            proj = (proj - proj.min()) / max(float(np.ptp(proj)), 1e-9)
-            _paint(canvas, y0, x0, np.ones((h, w)) * rng.uniform(0.6, 1.0), value + (v2 - value) * proj)
-    mean = 0.3
-    canvas = mean + scene.contrast * (canvas - mean)
-    return np.clip(canvas, scene.reflectance_min, scene.reflectance_max).astype(np.float32)
-
-
-def _make_car(rng: np.random.Generator, scale: float, emission: float, facing_right: bool):
-    """One car sprite: (alpha·reflectance, alpha, emission) float32 arrays of shape (h, w), drawn 2× supersampled."""
-    ss = 2
-    length = rng.uniform(45.0, 80.0) * scale
-    height = length * rng.uniform(0.36, 0.48)
-    w, h = int(math.ceil(length)), int(math.ceil(height))
-    wh, hh = w * ss, h * ss
-    yy, xx = np.mgrid[0:hh, 0:wh].astype(np.float64) / ss  # sprite pixel units
-    alpha = np.zeros((hh, wh))
-    refl = np.zeros((hh, wh))
-    emis = np.zeros((hh, wh))
-    body = float(rng.uniform(0.1, 0.85))
-    wheel_r = 0.16 * height
-    body_top = 0.45 * height
-    body_bot = height - wheel_r
-    # lower body, cabin, wheels
-    lower = (yy >= body_top) & (yy < body_bot) & (xx >= 0.02 * length) & (xx < 0.98 * length)
-    cab_x0, cab_x1 = (0.25 if facing_right else 0.3) * length, (0.7 if facing_right else 0.75) * length
-    cabin = (yy >= 0.08 * height) & (yy < body_top) & (xx >= cab_x0) & (xx < cab_x1)
-    alpha[lower | cabin] = 1.0
-    refl[lower | cabin] = body
-    # a contrasting stripe along the body and darker door lines
-    stripe_y = body_top + rng.uniform(0.2, 0.5) * (body_bot - body_top)
-    stripe = lower & (np.abs(yy - stripe_y) < 0.06 * height)
-    refl[stripe] = float(np.clip(body + rng.choice([-1, 1]) * 0.35, 0.03, 0.95))
-    for dx in (0.42, 0.58):
-        refl[lower & (np.abs(xx - dx * length) < 0.5)] = body * 0.4
-    # windows (dark glass)
-    for wx0, wx1 in ((cab_x0 + 2, (cab_x0 + cab_x1) / 2 - 1), ((cab_x0 + cab_x1) / 2 + 1, cab_x1 - 2)):
-        win = (yy >= 0.14 * height) & (yy < body_top - 1) & (xx >= wx0) & (xx < wx1)
-        refl[win] = 0.06
-    for cx in (0.22 * length, 0.78 * length):
-        d = np.hypot(xx - cx, yy - (height - wheel_r - 0.5))
-        wheel = d < wheel_r
-        alpha[wheel] = 1.0
-        refl[wheel] = 0.03
-        refl[d < 0.45 * wheel_r] = 0.35  # hub cap
-    # head and tail lights: reflectance 1 (white in the well-lit ground truth) and emissive at night
-    lamp_r = max(0.07 * height, 1.2)
-    lamp_y = body_top + 0.3 * (body_bot - body_top)
-    front_x = length - lamp_r - 0.5 if facing_right else lamp_r + 0.5
-    back_x = lamp_r + 0.5 if facing_right else length - lamp_r - 0.5
-    for cx, e in ((front_x, emission), (back_x, emission / 3.0)):
-        lamp = np.hypot(xx - cx, yy - lamp_y) < lamp_r
-        alpha[lamp] = 1.0
-        refl[lamp] = 1.0
-        emis[lamp] = e
-
-    def down(a: np.ndarray) -> np.ndarray:
-        return a.reshape(h, ss, w, ss).mean(axis=(1, 3))
-
-    a = down(alpha)
-    return down(alpha * refl).astype(np.float32), a.astype(np.float32), down(alpha * emis).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class _Scene:
-    """Everything needed to render the view at any time (internal)."""
-
-    width: int
-    height: int
-    tex_ext: np.ndarray  # (ht + height + 1, wt + width + 1) float32, periodic texture padded by wrap
-    tex_period: tuple[int, int]  # (ht, wt)
-    cam_start: tuple[float, float]  # (x, y) of the view's top-left in the texture at t = 0
-    cam_vel: tuple[float, float]  # px/s
-    spr_ar: np.ndarray  # (n_obj, hs + 2, ws + 2)
-    spr_a: np.ndarray
-    spr_e: np.ndarray
-    spr_w: np.ndarray  # float64 (n_obj,)
-    spr_h: np.ndarray
-    obj_x0: np.ndarray  # float64 (n_obj,) screen x of the sprite's left edge at t = 0
-    obj_y: np.ndarray  # float64 (n_obj,) screen y of the sprite's top edge
-    obj_v: np.ndarray  # float64 (n_obj,) px/s (signed)
-    obj_period: np.ndarray  # float64 (n_obj,) wrap-around period of x
-    max_speed_px_per_s: float
-
-    def motion(self, t_s: np.ndarray):
-        """Per-time kernel inputs: integer/fractional texture offsets and car positions."""
-        t_s = np.asarray(t_s, dtype=np.float64)
-        ht, wt = self.tex_period
-        cx = np.mod(self.cam_start[0] + self.cam_vel[0] * t_s, wt)
-        cy = np.mod(self.cam_start[1] + self.cam_vel[1] * t_s, ht)
-        oxi = np.floor(cx).astype(np.int64)
-        oyi = np.floor(cy).astype(np.int64)
-        fx = cx - oxi
-        fy = cy - oyi
-        oxi %= wt  # guards the (rounding) case cx == wt
-        oyi %= ht
-        left = -self.spr_w - 10.0
-        obj_x = left + np.mod(self.obj_x0 - left + self.obj_v * t_s[:, None], self.obj_period)
-        obj_y = np.broadcast_to(self.obj_y, obj_x.shape).copy()
-        return oxi, oyi, fx, fy, obj_x, obj_y
-
-    def render(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """(reflectance, emission) float32 (H, W) images at time ``t_s`` (seconds since the start)."""
-        oxi, oyi, fx, fy, obj_x, obj_y = self.motion(np.array([t_s]))
-        r = np.empty((self.height, self.width), np.float32)
-        e = np.empty((self.height, self.width), np.float32)
-        _render_kernel(r, e, 0, self.tex_ext, oxi, oyi, fx, fy, self.spr_ar, self.spr_a, self.spr_e, self.spr_w,
-                       self.spr_h, obj_x, obj_y)
-        return r, e
-
-
-def _texture_scene(tex: np.ndarray, width: int, height: int, cam_vel_px_per_s: tuple[float, float] = (0.0, 0.0),
-                   cam_start: tuple[float, float] = (0.0, 0.0)) -> _Scene:
-    """A scene made of a given periodic reflectance texture only (no cars): for tests and studies."""
-    tex = np.asarray(tex, dtype=np.float32)
-    ht, wt = tex.shape
-    tex_ext = np.pad(tex, ((0, height + 1), (0, width + 1)), mode="wrap")
-    no_sprite = np.zeros((0, 2, 2), np.float32)
-    none = np.zeros(0)
-    vel = (float(cam_vel_px_per_s[0]), float(cam_vel_px_per_s[1]))
-    return _Scene(width, height, tex_ext, (ht, wt), (float(cam_start[0]), float(cam_start[1])), vel, no_sprite,
-                  no_sprite, no_sprite, none, none, none, none, none, none, float(math.hypot(*vel)))
-
-
-def _build_scene(width: int, height: int, scene: NightScene, rng_tex: np.random.Generator,
-                 rng_obj: np.random.Generator) -> _Scene:
-    scale = scene.feature_scale if scene.feature_scale is not None else min(width, height) / _REF_SIDE_PX
-    scale = max(float(scale), 0.25)
-    ht, wt = max(2 * height, 64), max(2 * width, 64)
-    tex = _make_texture(rng_tex, ht, wt, scale, scene)
-    tex_ext = np.pad(tex, ((0, height + 1), (0, width + 1)), mode="wrap")
-    ang = math.radians(scene.pan_angle_deg)
-    vel = (scene.pan_px_per_s * math.cos(ang), scene.pan_px_per_s * math.sin(ang))
-    start = (float(rng_tex.uniform(0, wt)), float(rng_tex.uniform(0, ht)))
-
-    n = scene.n_objects
-    sprites = []
-    speeds = np.zeros(n)
-    for j in range(n):
-        speed = rng_obj.uniform(*scene.object_speed_px_per_s)
-        right = bool(rng_obj.random() < 0.5)
-        speeds[j] = speed if right else -speed
-        sprites.append(_make_car(rng_obj, scale, scene.headlight_emission, right))
-    hs = max([s[0].shape[0] for s in sprites], default=0)
-    ws = max([s[0].shape[1] for s in sprites], default=0)
-    spr = np.zeros((3, n, hs + 2, ws + 2), np.float32)
-    spr_w = np.zeros(n)
-    spr_h = np.zeros(n)
-    for j, (ar, a, e) in enumerate(sprites):
-        h, w = a.shape
-        spr[0, j, 1:h + 1, 1:w + 1] = ar
-        spr[1, j, 1:h + 1, 1:w + 1] = a
-        spr[2, j, 1:h + 1, 1:w + 1] = e
-        spr_w[j], spr_h[j] = w, h
-    # lanes in the lower part of the view; larger cars drawn last (nearer the camera)
-    order = np.argsort(spr_h, kind="stable")
-    spr = spr[:, order]
-    spr_w, spr_h, speeds = spr_w[order], spr_h[order], speeds[order]
-    lane_lo, lane_hi = 0.35 * height, 0.95 * height
-    obj_y = np.array([rng_obj.uniform(lane_lo, max(lane_lo, lane_hi - h)) for h in spr_h])
-    period = width + spr_w + 20.0
-    obj_x0 = -spr_w - 10.0 + rng_obj.uniform(0, 1, size=n) * period
-    vmax = max([scene.pan_px_per_s] + [abs(v) for v in speeds])
-    return _Scene(width, height, tex_ext, (ht, wt), start, vel, np.ascontiguousarray(spr[0]),
-                  np.ascontiguousarray(spr[1]), np.ascontiguousarray(spr[2]), spr_w, spr_h, obj_x0, obj_y, speeds,
-                  period, float(vmax))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # public entry points
 
 
@@ -841,7 +306,7 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
         raise TypeError(f"scene must be a NightScene (got {type(scene).__name__})")
     if not isinstance(dvs, DvsParams):
         raise TypeError(f"dvs must be a DvsParams (got {type(dvs).__name__})")
-    _jit()
+    _kernels._jit()
     t0_us = int(t0_us)
     duration_us = int(round(seconds * 1e6))
     ss_tex, ss_obj, ss_sensor, ss_noise = np.random.SeedSequence(int(seed)).spawn(4)
@@ -865,7 +330,7 @@ def simulate_night(seconds: float = 2.0, size: tuple[int, int] = (346, 260), see
 def _simulate_events(sc: _Scene, dvs: DvsParams, duration_us: int, t0_us: int, rng_sensor: np.random.Generator,
                      rng_noise: np.random.Generator, progress: bool = False) -> np.ndarray:
     """Events of the sensor ``dvs`` looking at ``sc`` during ``[t0_us, t0_us + duration_us]``, time-sorted."""
-    _jit()
+    _kernels._jit()
     width, height = sc.width, sc.height
     n_pix = width * height
 
@@ -912,7 +377,7 @@ def _simulate_events(sc: _Scene, dvs: DvsParams, duration_us: int, t0_us: int, r
             out = []
             p, p_end = int(bounds[b]), int(bounds[b + 1])
             while p < p_end:
-                p, n = _chunk_kernel(p, p_end, width, *k_args, lf, lref, tlast, lin, con, coff, mean_cur,
+                p, n = _kernels._chunk_kernel(p, p_end, width, *k_args, lf, lref, tlast, lin, con, coff, mean_cur,
                                      buf_t, buf_x, buf_y, buf_p, 0)
                 out.append((buf_t[:n].copy(), buf_x[:n].copy(), buf_y[:n].copy(), buf_p[:n].copy()))
             return out
@@ -1009,7 +474,7 @@ def _simulate_pixel(photocurrent, t_us, dvs: DvsParams | None = None) -> tuple[n
     starts in steady state at ``photocurrent[0]``. Returns ``(t_us, p)`` of the events. Used to study trails.
     """
     dvs = DvsParams() if dvs is None else dvs
-    _jit()
+    _kernels._jit()
     cur = np.asarray(photocurrent, dtype=np.float64)
     t = np.asarray(t_us, dtype=np.float64)
     if cur.ndim != 1 or cur.shape != t.shape or np.any(cur <= 0) or np.any(np.diff(t) <= 0):
@@ -1017,7 +482,7 @@ def _simulate_pixel(photocurrent, t_us, dvs: DvsParams | None = None) -> tuple[n
     cap = 64
     ev_t = np.empty(cap * len(t) + cap, np.int64)
     ev_p = np.empty(len(ev_t), np.uint8)
-    n = _trace_kernel(np.log(cur), cur, t, float(dvs.threshold_on), float(dvs.threshold_off),
+    n = _kernels._trace_kernel(np.log(cur), cur, t, float(dvs.threshold_on), float(dvs.threshold_off),
                       float(dvs.refractory_us), float(dvs.tau_ref_us), float(dvs.max_dlog_per_substep), cap,
                       ev_t, ev_p)
     return ev_t[:n].copy(), ev_p[:n].copy()
