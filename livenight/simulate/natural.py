@@ -35,16 +35,14 @@ runs on a thread pool but joins its blocks in pixel order, as in :mod:`.night`).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from os import PathLike
 
 import numpy as np
 
-from . import night
-from . import _kernels
-from .night import DvsParams, SimResult, _noise, _pack
+from . import _kernels, night
+from .night import DvsParams, SimResult
 
 __all__ = ["NaturalScene", "random_natural_scene", "simulate_natural", "write_natural", "dead_leaves",
            "pink_noise", "photo_bank"]
@@ -53,8 +51,6 @@ __all__ = ["NaturalScene", "random_natural_scene", "simulate_natural", "write_na
 _PHOTOS = ("astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
            "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text",
            "stereo_motorcycle")
-#: kernel chunk length: sub-steps are rendered and simulated this many µs at a time
-_CHUNK_US = 20_000
 
 
 @dataclass(frozen=True)
@@ -363,7 +359,6 @@ class _Natural:
     def render(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(reflectance, emission) float32 (K, H, W) at the times ``t_s`` (seconds)."""
         import torch
-        import torch.nn.functional as F
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small batched ops: one thread is fastest, and the pixel kernel owns the others
@@ -483,80 +478,28 @@ def simulate_natural(seconds: float = 2.0, size: tuple[int, int] = (240, 180), s
     world = _build(width, height, scene, seconds, np.random.default_rng(ss_world))
     duration_us = int(round(seconds * 1e6))
     rng_sensor, rng_noise, rng_shot = (np.random.default_rng(s) for s in (ss_sensor, ss_noise, ss_shot))
-    n_pix = width * height
-    con = np.maximum(rng_sensor.normal(dvs.threshold_on, dvs.threshold_sigma, n_pix), dvs.threshold_min)
-    coff = np.maximum(rng_sensor.normal(dvs.threshold_off, dvs.threshold_sigma, n_pix), dvs.threshold_min)
-    con, coff = con.astype(np.float32), coff.astype(np.float32)
-    hot = rng_sensor.choice(n_pix, size=min(dvs.n_hot_pixels, n_pix), replace=False).astype(np.int64)
-
-    step_us = int(dvs.max_step_us)
-    if world.max_speed_px_per_s > 0:
-        step_us = min(step_us, int(dvs.max_step_px / world.max_speed_px_per_s * 1e6))
-    step_us = max(step_us, 100)
-    n_steps = -(-duration_us // step_us)
-    steps_per_chunk = max(1, _CHUNK_US // step_us)
-    cap = 64 if dvs.refractory_us <= 0 else int(min(64, math.ceil(step_us / dvs.refractory_us) + 2))
+    sensor = night._Sensor(dvs, width, height, rng_sensor, world.max_speed_px_per_s, duration_us, min_step_us=100)
+    n_pix, step_us = sensor.n_pix, sensor.step_us
 
     def photocurrent(refl, emis):
         return dvs.illuminance * refl + emis + dvs.dark_current
 
     r0, e0 = world.render(np.zeros(1))
-    cur0 = photocurrent(r0[0], e0[0]).astype(np.float64).ravel()
-    lin = np.log(cur0)
-    lf, lref = lin.copy(), lin.copy()
-    tlast = np.full(n_pix, -1e18)
-    mean_cur = cur0.astype(np.float32)
-    n_workers = night._n_workers()
-    n_blocks = min(n_pix, 4 * n_workers)
-    bounds = np.linspace(0, n_pix, n_blocks + 1).round().astype(np.int64)
-    capacity = max(night._MIN_BUFFER_EVENTS, 4 * steps_per_chunk * cap)
-    buffers = [tuple(np.empty(capacity, dt) for dt in (np.int64, np.uint16, np.uint16, np.uint8))
-               for _ in range(n_workers)]
-    free = list(range(n_workers))
+    sensor.adapt(photocurrent(r0[0], e0[0]).astype(np.float64).ravel())
 
-    def run_block(b: int, args: tuple) -> list:
-        slot = free.pop()
-        try:
-            bt, bx, by, bp = buffers[slot]
-            out = []
-            p, p_end = int(bounds[b]), int(bounds[b + 1])
-            while p < p_end:
-                p, n = _kernels._video_kernel(p, p_end, width, *args, lf, lref, tlast, lin, con, coff, mean_cur,
-                                           bt, bx, by, bp, 0)
-                out.append((bt[:n].copy(), bx[:n].copy(), by[:n].copy(), bp[:n].copy()))
-            return out
-        finally:
-            free.append(slot)
+    def kernel_args(t_rel: np.ndarray, t_steps: np.ndarray) -> tuple:
+        refl, emis = world.render(t_rel[1:] * 1e-6)
+        cur = photocurrent(refl, emis).reshape(len(t_rel) - 1, n_pix)
+        if shot_noise > 0:  # log-normal, σ ∝ 1/√I; one draw per ~2 ms (held across shorter sub-steps)
+            hold = max(1, 2000 // step_us)
+            draws = rng_shot.standard_normal((-(-cur.shape[0] // hold), n_pix), dtype=np.float32)
+            sigma = np.minimum(shot_noise * np.sqrt(0.01 / cur), 0.5)
+            cur = cur * np.exp(sigma * np.repeat(draws, hold, axis=0)[:cur.shape[0]])
+        cur = np.ascontiguousarray(cur, dtype=np.float32)
+        return (cur, t_steps, float(dvs.tau_ref_us), float(dvs.max_dlog_per_substep), float(dvs.refractory_us),
+                sensor.cap)
 
-    chunks = []
-    pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
-    try:
-        for k0 in range(0, n_steps, steps_per_chunk):
-            k1 = min(k0 + steps_per_chunk, n_steps)
-            t_rel = np.minimum(np.arange(k0, k1 + 1, dtype=np.int64) * step_us, duration_us)
-            refl, emis = world.render(t_rel[1:] * 1e-6)
-            cur = photocurrent(refl, emis).reshape(len(t_rel) - 1, n_pix)
-            if shot_noise > 0:  # log-normal, σ ∝ 1/√I; one draw per ~2 ms (held across shorter sub-steps)
-                hold = max(1, 2000 // step_us)
-                draws = rng_shot.standard_normal((-(-cur.shape[0] // hold), n_pix), dtype=np.float32)
-                sigma = np.minimum(shot_noise * np.sqrt(0.01 / cur), 0.5)
-                cur = cur * np.exp(sigma * np.repeat(draws, hold, axis=0)[:cur.shape[0]])
-            cur = np.ascontiguousarray(cur, dtype=np.float32)
-            t_steps = (t0_us + t_rel).astype(np.float64)
-            args = (cur, t_steps, float(dvs.tau_ref_us), float(dvs.max_dlog_per_substep), float(dvs.refractory_us),
-                    cap)
-            if pool is None:
-                per_block = [run_block(b, args) for b in range(n_blocks)]
-            else:
-                per_block = list(pool.map(run_block, range(n_blocks), [args] * n_blocks))
-            parts = [part for block in per_block for part in block]
-            parts.append(_noise(rng_noise, int(t_steps[0]), int(t_steps[-1]), mean_cur, hot, width, dvs))
-            chunk = _pack(parts)
-            chunks.append(chunk[np.argsort(chunk["t"], kind="stable")])
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    events = np.concatenate(chunks) if chunks else np.empty(0, night.EVENT_DTYPE)
+    events = sensor.run(_kernels._video_kernel, kernel_args, t0_us, rng_noise)
 
     n_frames = duration_us // int(window_us)
     end = t0_us + (np.arange(n_frames, dtype=np.int64) + 1) * int(window_us)

@@ -331,90 +331,113 @@ def _simulate_events(sc: _Scene, dvs: DvsParams, duration_us: int, t0_us: int, r
                      rng_noise: np.random.Generator, progress: bool = False) -> np.ndarray:
     """Events of the sensor ``dvs`` looking at ``sc`` during ``[t0_us, t0_us + duration_us]``, time-sorted."""
     _kernels._jit()
-    width, height = sc.width, sc.height
-    n_pix = width * height
-
-    # sensor: per-pixel thresholds, hot pixels
-    con = np.maximum(rng_sensor.normal(dvs.threshold_on, dvs.threshold_sigma, n_pix), dvs.threshold_min)
-    coff = np.maximum(rng_sensor.normal(dvs.threshold_off, dvs.threshold_sigma, n_pix), dvs.threshold_min)
-    con, coff = con.astype(np.float32), coff.astype(np.float32)
-    hot = rng_sensor.choice(n_pix, size=min(dvs.n_hot_pixels, n_pix), replace=False).astype(np.int64)
-
-    # time grid: integer-µs steps, short enough that the fastest motion moves <= max_step_px per step
-    step_us = int(dvs.max_step_us)
-    if sc.max_speed_px_per_s > 0:
-        step_us = min(step_us, int(dvs.max_step_px / sc.max_speed_px_per_s * 1e6))
-    step_us = max(step_us, 10)
-    n_steps = -(-duration_us // step_us)
-    steps_per_chunk = max(1, _CHUNK_US // step_us)
-    # most events one pixel may emit per step; more crossings stay pending (the refractory period allows no more)
-    cap = 64 if dvs.refractory_us <= 0 else int(min(64, math.ceil(step_us / dvs.refractory_us) + 2))
-
-    # state: the pixels start adapted to the scene at t0 (no start-up burst)
+    sensor = _Sensor(dvs, sc.width, sc.height, rng_sensor, sc.max_speed_px_per_s, duration_us, min_step_us=10)
+    # the pixels start adapted to the scene at t0 (no start-up burst)
     r0, e0 = sc.render(0.0)
-    cur0 = (dvs.illuminance * r0.astype(np.float64) + e0 + dvs.dark_current).ravel()
-    lin = np.log(cur0)  # float64 state: no rounding between chunks
-    lf = lin.copy()
-    lref = lin.copy()
-    tlast = np.full(n_pix, -1e18)
-    mean_cur = cur0.astype(np.float32)
+    sensor.adapt((dvs.illuminance * r0.astype(np.float64) + e0 + dvs.dark_current).ravel())
 
-    # Pixels are cut into contiguous blocks run by a thread pool (the kernel releases the GIL). Each block's
-    # events are kept in pixel order and blocks are concatenated in order, so the stream before the stable
-    # time sort is the same as one serial pass: the output does not depend on the number of threads.
-    n_workers = _n_workers()
-    n_blocks = min(n_pix, 4 * n_workers)
-    bounds = np.linspace(0, n_pix, n_blocks + 1).round().astype(np.int64)
-    capacity = max(_MIN_BUFFER_EVENTS, 4 * steps_per_chunk * cap)
-    buffers = [(np.empty(capacity, np.int64), np.empty(capacity, np.uint16), np.empty(capacity, np.uint16),
-                np.empty(capacity, np.uint8)) for _ in range(n_workers)]
-    free = list(range(n_workers))
+    def kernel_args(t_rel: np.ndarray, t_steps: np.ndarray) -> tuple:
+        oxi, oyi, fx, fy, obj_x, obj_y = sc.motion(t_rel[1:] * 1e-6)
+        return (sc.tex_ext, oxi, oyi, fx, fy, sc.spr_ar, sc.spr_a, sc.spr_e, sc.spr_w, sc.spr_h, obj_x, obj_y,
+                t_steps, float(dvs.illuminance), float(dvs.dark_current), float(dvs.tau_ref_us),
+                float(dvs.max_dlog_per_substep), float(dvs.refractory_us), sensor.cap)
 
-    def run_block(b: int, k_args: tuple) -> list:
-        slot = free.pop()  # list.pop/append are atomic under the GIL; never more tasks running than buffers
+    return sensor.run(_kernels._chunk_kernel, kernel_args, t0_us, rng_noise,
+                      progress="simulate_night" if progress else None)
+
+
+class _Sensor:
+    """The pixel array both simulators share: per-pixel thresholds and hot pixels (drawn in that order from
+    ``rng_sensor``), the integer-µs time grid, the float64 pixel state, and the threaded chunk loop that runs a
+    pixel kernel block by block, adds the noise and time-sorts each chunk.
+
+    The time grid is short enough that the fastest motion moves at most ``max_step_px`` per step (never shorter
+    than ``min_step_us``). Pixels are cut into contiguous blocks run by a thread pool (the kernels release the
+    GIL); each block's events stay in pixel order and blocks are concatenated in order, so the stream before the
+    stable time sort is the same as one serial pass: the output does not depend on the number of threads.
+    """
+
+    def __init__(self, dvs: DvsParams, width: int, height: int, rng_sensor: np.random.Generator,
+                 max_speed_px_per_s: float, duration_us: int, min_step_us: int) -> None:
+        self.dvs, self.width, self.duration_us = dvs, width, duration_us
+        self.n_pix = n_pix = width * height
+        con = np.maximum(rng_sensor.normal(dvs.threshold_on, dvs.threshold_sigma, n_pix), dvs.threshold_min)
+        coff = np.maximum(rng_sensor.normal(dvs.threshold_off, dvs.threshold_sigma, n_pix), dvs.threshold_min)
+        self.con, self.coff = con.astype(np.float32), coff.astype(np.float32)
+        self.hot = rng_sensor.choice(n_pix, size=min(dvs.n_hot_pixels, n_pix), replace=False).astype(np.int64)
+        step_us = int(dvs.max_step_us)
+        if max_speed_px_per_s > 0:
+            step_us = min(step_us, int(dvs.max_step_px / max_speed_px_per_s * 1e6))
+        self.step_us = step_us = max(step_us, min_step_us)
+        self.n_steps = -(-duration_us // step_us)
+        self.steps_per_chunk = max(1, _CHUNK_US // step_us)
+        # most events one pixel may emit per step; more crossings stay pending (the refractory period allows no more)
+        self.cap = 64 if dvs.refractory_us <= 0 else int(min(64, math.ceil(step_us / dvs.refractory_us) + 2))
+
+    def adapt(self, cur0: np.ndarray) -> None:
+        """Start every pixel adapted to the photocurrent ``cur0`` (float64 state: no rounding between chunks)."""
+        self.lin = np.log(cur0)
+        self.lf = self.lin.copy()
+        self.lref = self.lin.copy()
+        self.tlast = np.full(self.n_pix, -1e18)
+        self.mean_cur = cur0.astype(np.float32)
+
+    def run(self, kernel, kernel_args, t0_us: int, rng_noise: np.random.Generator,
+            progress: str | None = None) -> np.ndarray:
+        """Time-sorted events of the whole duration. ``kernel_args(t_rel, t_steps)`` gives a chunk's arguments
+        between the pixel range and the pixel state (``t_rel``: the chunk's step times from the start, µs)."""
+        n_workers = _n_workers()
+        n_pix, width = self.n_pix, self.width
+        n_blocks = min(n_pix, 4 * n_workers)
+        bounds = np.linspace(0, n_pix, n_blocks + 1).round().astype(np.int64)
+        capacity = max(_MIN_BUFFER_EVENTS, 4 * self.steps_per_chunk * self.cap)
+        buffers = [(np.empty(capacity, np.int64), np.empty(capacity, np.uint16), np.empty(capacity, np.uint16),
+                    np.empty(capacity, np.uint8)) for _ in range(n_workers)]
+        free = list(range(n_workers))
+        state = (self.lf, self.lref, self.tlast, self.lin, self.con, self.coff, self.mean_cur)
+
+        def run_block(b: int, args: tuple) -> list:
+            slot = free.pop()  # list.pop/append are atomic under the GIL; never more tasks running than buffers
+            try:
+                buf = buffers[slot]
+                out = []
+                p, p_end = int(bounds[b]), int(bounds[b + 1])
+                while p < p_end:
+                    p, n = kernel(p, p_end, width, *args, *state, *buf, 0)
+                    out.append(tuple(a[:n].copy() for a in buf))
+                return out
+            finally:
+                free.append(slot)
+
+        bar = None
+        if progress:
+            tqdm = require("tqdm", "the simulation progress bar").tqdm
+            bar = tqdm(total=self.n_steps, unit="step", desc=progress)
+        chunks: list[np.ndarray] = []
+        pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
         try:
-            buf_t, buf_x, buf_y, buf_p = buffers[slot]
-            out = []
-            p, p_end = int(bounds[b]), int(bounds[b + 1])
-            while p < p_end:
-                p, n = _kernels._chunk_kernel(p, p_end, width, *k_args, lf, lref, tlast, lin, con, coff, mean_cur,
-                                     buf_t, buf_x, buf_y, buf_p, 0)
-                out.append((buf_t[:n].copy(), buf_x[:n].copy(), buf_y[:n].copy(), buf_p[:n].copy()))
-            return out
+            for k0 in range(0, self.n_steps, self.steps_per_chunk):
+                k1 = min(k0 + self.steps_per_chunk, self.n_steps)
+                t_rel = np.minimum(np.arange(k0, k1 + 1, dtype=np.int64) * self.step_us, self.duration_us)
+                t_steps = (t0_us + t_rel).astype(np.float64)
+                args = kernel_args(t_rel, t_steps)
+                if pool is None:
+                    per_block = [run_block(b, args) for b in range(n_blocks)]
+                else:
+                    per_block = list(pool.map(run_block, range(n_blocks), [args] * n_blocks))
+                parts = [part for block in per_block for part in block]
+                parts.append(_noise(rng_noise, int(t_steps[0]), int(t_steps[-1]), self.mean_cur, self.hot, width,
+                                    self.dvs))
+                chunk = _pack(parts)
+                chunks.append(chunk[np.argsort(chunk["t"], kind="stable")])
+                if bar is not None:
+                    bar.update(k1 - k0)
         finally:
-            free.append(slot)
-
-    bar = None
-    if progress:
-        tqdm = require("tqdm", "the simulation progress bar").tqdm
-        bar = tqdm(total=n_steps, unit="step", desc="simulate_night")
-    chunks: list[np.ndarray] = []
-    pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
-    try:
-        for k0 in range(0, n_steps, steps_per_chunk):
-            k1 = min(k0 + steps_per_chunk, n_steps)
-            t_rel = np.minimum(np.arange(k0, k1 + 1, dtype=np.int64) * step_us, duration_us)
-            t_steps = (t0_us + t_rel).astype(np.float64)
-            oxi, oyi, fx, fy, obj_x, obj_y = sc.motion(t_rel[1:] * 1e-6)
-            k_args = (sc.tex_ext, oxi, oyi, fx, fy, sc.spr_ar, sc.spr_a, sc.spr_e, sc.spr_w, sc.spr_h, obj_x, obj_y,
-                      t_steps, float(dvs.illuminance), float(dvs.dark_current), float(dvs.tau_ref_us),
-                      float(dvs.max_dlog_per_substep), float(dvs.refractory_us), cap)
-            if pool is None:
-                per_block = [run_block(b, k_args) for b in range(n_blocks)]
-            else:
-                per_block = list(pool.map(run_block, range(n_blocks), [k_args] * n_blocks))
-            parts = [part for block in per_block for part in block]
-            parts.append(_noise(rng_noise, int(t_steps[0]), int(t_steps[-1]), mean_cur, hot, width, dvs))
-            chunk = _pack(parts)
-            chunks.append(chunk[np.argsort(chunk["t"], kind="stable")])
+            if pool is not None:
+                pool.shutdown()
             if bar is not None:
-                bar.update(k1 - k0)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        if bar is not None:
-            bar.close()
-    return np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
+                bar.close()
+        return np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
 
 
 def _n_workers() -> int:
