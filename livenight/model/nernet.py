@@ -122,6 +122,11 @@ class QuantizationLayer(nn.Module):
         t is normalised as the official code does: ``(t − t_first) / (t_last − t_first) · (C−1)`` in float32,
         left unnormalised when the window has a single timestamp.
         """
+        return self.scatter(x, y, t, p, self.value_layer)
+
+    def scatter(self, x: Tensor, y: Tensor, t: Tensor, p: Tensor, value) -> Tensor:
+        """The quantisation with another value function ``value(u)`` in place of the MLP (training uses a
+        differentiable table of it): each event adds ``t · value(t − i)`` to bin ``i`` of its polarity."""
         c = self.cfg.num_bins
         w, h = self.cfg.sensor_size
         grid = torch.zeros(2 * c * h * w, dtype=torch.float32, device=t.device)
@@ -132,7 +137,7 @@ class QuantizationLayer(nn.Module):
             pol = ((p + 1) / 2).long()
             base = x.long() + w * y.long() + w * h * c * pol
             for i in range(c):
-                grid.index_put_((base + w * h * i,), t * self.value_layer(t - i), accumulate=True)
+                grid.index_put_((base + w * h * i,), t * value(t - i), accumulate=True)
         v = grid.view(1, 2, c, h, w)
         return torch.cat([v[:, 1], v[:, 0]], dim=1)  # ON bins first
 

@@ -44,23 +44,15 @@ class SequenceModel(nn.Module):
         interpolated per event: the inference path's approximation (:class:`~livenight.letc.LetcTable`), and
         differentiable in the table, so the MLP still trains, at a few operations per event instead of ~5,000."""
         c = self.net.cfg.num_bins
-        w, h = self.net.cfg.sensor_size
         n = table.shape[0]
-        grid = torch.zeros(2 * c * h * w, dtype=torch.float32, device=t.device)
-        if t.numel():
-            dt = t[-1] - t[0]
-            if dt != 0:
-                t = (t - t[0]) / dt * (c - 1)
-            pol = ((p + 1) / 2).long()
-            base = x.long() + w * y.long() + w * h * c * pol
-            for i in range(c):
-                pos = ((t - i + (c - 1)) * ((n - 1) / (2 * (c - 1)))).clamp(0, n - 1)
-                j = pos.floor().long().clamp_(max=n - 2)
-                frac = pos - j
-                v = table[j] + frac * (table[j + 1] - table[j])
-                grid.index_put_((base + w * h * i,), t * v, accumulate=True)
-        v = grid.view(1, 2, c, h, w)
-        return torch.cat([v[:, 1], v[:, 0]], dim=1)  # ON bins first
+
+        def value(u: Tensor) -> Tensor:
+            pos = ((u + (c - 1)) * ((n - 1) / (2 * (c - 1)))).clamp(0, n - 1)
+            j = pos.floor().long().clamp_(max=n - 2)
+            frac = pos - j
+            return table[j] + frac * (table[j + 1] - table[j])
+
+        return self.net.representation.quantization_layer.scatter(x, y, t, p, value)
 
     def forward(self, windows: list, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         if not hasattr(self.net, "quantize"):
