@@ -184,3 +184,24 @@ def infer_sensor_size(max_x: int, max_y: int, what: str) -> tuple[int, int]:
     warnings.warn(f"{what}: no sensor size in the file; inferred {max_x + 1}x{max_y + 1} from the largest event "
                   "coordinates (pass --sensor-size WxH to override)", stacklevel=4)
     return max_x + 1, max_y + 1
+
+
+class ColumnSourceMixin:
+    """What every column reader (text, tables) shares around its :class:`ColumnStream` (``self._stream``, None
+    before iteration): the audit of implausible input, and closing (the stream stops at its next chunk)."""
+
+    _stream: "ColumnStream | None" = None
+
+    @property
+    def audit(self):
+        """Implausible input found so far (None before iteration)."""
+        return None if self._stream is None else self._stream.audit
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.closed = True
+        self._stop_iteration()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        """Files the reader keeps open besides the stream (none by default)."""

@@ -31,7 +31,7 @@ import numpy as np
 from livenight.errors import SourceError, SourceNotFoundError
 from livenight.events import EventPacket, check_sensor_size
 
-from ._columns import DEFAULT_CHUNK_EVENTS, Columns, ColumnStream, infer_sensor_size, to_us
+from ._columns import DEFAULT_CHUNK_EVENTS, Columns, ColumnSourceMixin, ColumnStream, infer_sensor_size, to_us
 from .base import SingleUse
 
 ROLES = ("t", "x", "y", "p")
@@ -263,7 +263,7 @@ class _ArrayRows:
             yield f"row {i0}", i0, min(i0 + block, self.n_rows)
 
 
-class TabularSource(SingleUse):
+class TabularSource(ColumnSourceMixin, SingleUse):
     """Replay events from a ``.csv``, ``.npy`` or ``.npz`` file as :class:`EventPacket` objects (unpaced).
 
     Args:
@@ -358,16 +358,6 @@ class TabularSource(SingleUse):
         self._stream = stream = ColumnStream(str(self.path), f"{self.format} events ({self.columns})",
                                              self.sensor_size, self.chunk_events, unit=unit)
         yield from stream.packets(self._chunks(stream.audit))
-
-    @property
-    def audit(self):
-        """Implausible input found so far (None before iteration)."""
-        return None if self._stream is None else self._stream.audit
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.closed = True
-        self._stop_iteration()
 
     def __repr__(self) -> str:
         w, h = self.sensor_size

@@ -26,7 +26,7 @@ import numpy as np
 from livenight.errors import SourceError, SourceNotFoundError
 from livenight.events import EventPacket, check_sensor_size
 
-from ._columns import DEFAULT_CHUNK_EVENTS, Columns, ColumnStream, infer_sensor_size, to_us
+from ._columns import DEFAULT_CHUNK_EVENTS, Columns, ColumnSourceMixin, ColumnStream, infer_sensor_size, to_us
 from .base import SingleUse
 
 #: lines parsed per block
@@ -98,7 +98,7 @@ class TextFrames:
             raise SourceError(f"{path}: cannot read reference image {i} ({e})") from e
 
 
-class TextSource(SingleUse):
+class TextSource(ColumnSourceMixin, SingleUse):
     """Replay rpg_e2vid text events (``.txt`` / ``.zip``) as :class:`EventPacket` objects (unpaced).
 
     Args:
@@ -221,15 +221,7 @@ class TextSource(SingleUse):
                   for n, rows in self._blocks(stream))
         yield from stream.packets(chunks)
 
-    @property
-    def audit(self):
-        """Implausible input found so far (None before iteration)."""
-        return None if self._stream is None else self._stream.audit
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.closed = True
-        self._stop_iteration()
+    def _close_files(self) -> None:
         if self._zip is not None:
             self._zip.close()
 
