@@ -67,7 +67,7 @@ def model_meta(path: str | os.PathLike) -> dict | None:
     """A model's metadata: the JSON beside a checkpoint (``name.json`` or ``name.pth.json``), if any."""
     path = Path(path)
     for side in (path.with_suffix(".json"), Path(str(path) + ".json")):
-        if side.exists() and side.suffix == ".json" and side != path:
+        if side.exists():
             try:
                 meta = json.loads(side.read_text())
             except json.JSONDecodeError:

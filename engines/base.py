@@ -113,6 +113,17 @@ class EngineBase:
 
         return TimeWindows(40_000, 40_000)
 
+    def windows_for_source(self, source):
+        """``(policy, note)``: the windows this engine's model was trained with, for ``source`` (its RLED indices
+        where the model uses them), adjusted to a sensor larger than the one they were chosen for (the model's
+        ``meta["sensor_size"]``, else 346×260); ``note`` says why when they were adjusted, else None."""
+        from livenight.windowing import windows_for_sensor
+
+        trained = (getattr(self, "meta", None) or {}).get("sensor_size")
+        default = self.default_windows(getattr(source, "event_indices", None))
+        policy, why = windows_for_sensor(default, source.sensor_size, tuple(trained) if trained else None)
+        return policy, (why if policy is not default else None)
+
 
 class ModelEngine(EngineBase):
     """A neural network of a registered model family, run by a backend.

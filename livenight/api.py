@@ -37,23 +37,20 @@ from typing import Iterator
 
 
 def _policy(windows, engine, source):
-    from .windowing import policy_from_json, windows_for_sensor
+    from .windowing import policy_from_json
 
     if windows is None:  # the model's windows, adjusted to a sensor larger than the one they were chosen for
-        trained = (getattr(engine, "meta", None) or {}).get("sensor_size")
-        default = engine.default_windows(getattr(source, "event_indices", None))
-        return windows_for_sensor(default, source.sensor_size, tuple(trained) if trained else None)[0]
+        return engine.windows_for_source(source)[0]
     if isinstance(windows, dict):
         return policy_from_json(windows)
     return windows
 
 
 def _filters(filters, engine, sensor_size):
-    from .filters import FilterConfig, build_filters
+    from .filters import FilterConfig, build_filters, model_filters
 
     if filters is None:
-        meta = getattr(engine, "meta", None) or {}
-        filters = meta.get("filters") if isinstance(meta.get("filters"), dict) else None
+        filters = model_filters(engine)
     if filters is None:
         return None
     config = filters if isinstance(filters, FilterConfig) else FilterConfig.from_json(dict(filters))

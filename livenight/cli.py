@@ -214,19 +214,18 @@ def _engine(args, sensor_size):
 
 def _policy(args, source, engine):
     """--windows auto: what the engine's model was trained with; explicit options override it."""
-    from .windowing import CountWindows, RledWindows, TimeWindows, windows_for_sensor
+    from .windowing import CountWindows, RledWindows, TimeWindows
 
     indices = getattr(source, "event_indices", None)
-    default = engine.default_windows(indices)
     kind = args.windows
     if kind == "auto":
         if args.window_ms is None and args.stride_ms is None:
-            trained = (getattr(engine, "meta", None) or {}).get("sensor_size")
-            policy, why = windows_for_sensor(default, source.sensor_size, tuple(trained) if trained else None)
-            if policy is not default:
-                print(f"livenight: {why}")
+            policy, note = engine.windows_for_source(source)
+            if note is not None:
+                print(f"livenight: {note}")
             return policy
         kind = "time"
+    default = engine.default_windows(indices)
     if kind == "rled":
         if indices is None:
             raise LivenightError(f"--windows rled needs a recording with an 'event_indices' dataset; "

@@ -382,6 +382,12 @@ def config_from_args(args) -> FilterConfig | None:
                         max_rate_mev_s=rate)
 
 
+def model_filters(engine) -> "FilterConfig | None":
+    """The filters a model's metadata says its training used (``meta["filters"]``), or None."""
+    meta = getattr(engine, "meta", None) or {}
+    return FilterConfig.from_json(meta["filters"]) if isinstance(meta.get("filters"), dict) else None
+
+
 def filters_for_run(args, sensor_size: tuple[int, int], engine=None,
                     say: Callable[[str], None] | None = None) -> FilterChain | None:
     """The run's filter chain: the command line's, else the model's (``meta["filters"]``), else none.
@@ -393,9 +399,7 @@ def filters_for_run(args, sensor_size: tuple[int, int], engine=None,
     config = config_from_args(args)
     origin = "asked for"
     if config is None:
-        meta = getattr(engine, "meta", None) or {}
-        if isinstance(meta.get("filters"), dict):
-            config, origin = FilterConfig.from_json(meta["filters"]), "the model's training used them"
+        config, origin = model_filters(engine), "the model's training used them"
     if config is None:
         return None
     chain = build_filters(config, sensor_size)
