@@ -180,7 +180,58 @@ class LatestFrames:
             return self._images.get(i)
 
 
-class ConnectBuffer:
+class _DrainingBuffer:
+    """What both connect-time buffers share: a thread that drains the device into a bounded queue (the oldest items
+    dropped and counted beyond ``max_events``), and :meth:`stop`, which hands the queue over on the iterating
+    thread and re-raises the thread's error there. Subclasses implement ``_drain`` and call ``_keep``."""
+
+    def __init__(self, max_events: int, clock: Callable[[], float]) -> None:
+        self.max_events = int(max_events)
+        self._clock = clock
+        self._items: deque[tuple] = deque()  # item[0]: the events (or None), item[-1]: host receive time
+        self._held = 0
+        self.received_events = 0
+        self.dropped_events = 0
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="livenight-connect-buffer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._drain()
+        except BaseException as e:  # re-raised by stop(), on the iterating thread
+            self._error = e
+
+    def _drain(self) -> None:
+        raise NotImplementedError
+
+    def _keep(self, item: tuple) -> None:
+        n = 0 if item[0] is None else int(item[0].shape[0])
+        self._items.append(item)
+        self._held += n
+        self.received_events += n
+        while self._held > self.max_events and len(self._items) > 1:
+            old = self._items.popleft()[0]
+            k = 0 if old is None else int(old.shape[0])
+            self._held -= k
+            self.dropped_events += k
+
+    def _handover(self, timeout_s: float | None) -> list[tuple]:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise SourceError(f"the device did not hand out anything for {timeout_s:g} s")
+        out = list(self._items)
+        self._items.clear()
+        self._held = 0
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return out
+
+
+class ConnectBuffer(_DrainingBuffer):
     """Drain a live device from the moment it is opened until iteration starts (see the module doc).
 
     Args:
@@ -199,54 +250,27 @@ class ConnectBuffer:
                  max_events: int = 50_000_000, poll_interval_s: float = 0.001,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._poll, self._convert, self._running, self._extra = poll, convert, running, extra
-        self.max_events = int(max_events)
         self._interval = float(poll_interval_s)
-        self._clock = clock
-        self._batches: deque[tuple[np.ndarray, float]] = deque()
-        self._held = 0
-        self.received_events = 0
-        self.dropped_events = 0
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="livenight-connect-buffer", daemon=True)
-        self._thread.start()
+        super().__init__(max_events, clock)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                running = self._running()
-                raw = self._poll()
-                if self._extra is not None:
-                    self._extra()
-                if raw is None:
-                    if not running:
-                        return
-                    self._stop.wait(self._interval)
-                    continue
-                ev = self._convert(raw)
-                if ev.shape[0] == 0:
-                    continue
-                self._batches.append((ev, self._clock()))
-                self._held += int(ev.shape[0])
-                self.received_events += int(ev.shape[0])
-                while self._held > self.max_events and len(self._batches) > 1:
-                    old, _ = self._batches.popleft()
-                    self._held -= int(old.shape[0])
-                    self.dropped_events += int(old.shape[0])
-        except BaseException as e:  # re-raised by stop(), on the iterating thread
-            self._error = e
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            running = self._running()
+            raw = self._poll()
+            if self._extra is not None:
+                self._extra()
+            if raw is None:
+                if not running:
+                    return
+                self._stop.wait(self._interval)
+                continue
+            ev = self._convert(raw)
+            if ev.shape[0]:
+                self._keep((ev, self._clock()))
 
     def stop(self) -> list[tuple[np.ndarray, float]]:
         """Stop draining and hand over what was received, oldest first, as ``(events, host_time_s)``."""
-        self._stop.set()
-        self._thread.join()
-        out = list(self._batches)
-        self._batches.clear()
-        self._held = 0
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return out
+        return self._handover(None)
 
 
 def delivery_note(source) -> str:
@@ -259,7 +283,7 @@ def delivery_note(source) -> str:
     return text
 
 
-class IteratorBuffer:
+class IteratorBuffer(_DrainingBuffer):
     """:class:`ConnectBuffer` for devices that hand out a blocking iterator (Prophesee slicers and devices):
     a thread takes items from ``iterator`` from the moment it is opened, converts each with ``convert`` (which
     must copy: vendor buffers are reused) and keeps them until :meth:`stop`; iteration then goes on with the same
@@ -268,49 +292,20 @@ class IteratorBuffer:
 
     def __init__(self, iterator, convert: Callable[[object], tuple[np.ndarray | None, object]],
                  max_events: int = 50_000_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._it, self._convert, self._clock = iterator, convert, clock
-        self.max_events = int(max_events)
-        self._items: deque[tuple[np.ndarray | None, object, float]] = deque()
-        self._held = 0
-        self.received_events = 0
-        self.dropped_events = 0
+        self._it, self._convert = iterator, convert
         self.ended = False
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="livenight-connect-buffer", daemon=True)
-        self._thread.start()
+        super().__init__(max_events, clock)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    item = next(self._it)
-                except StopIteration:
-                    self.ended = True
-                    return
-                ev, payload = self._convert(item)
-                n = 0 if ev is None else int(ev.shape[0])
-                self._items.append((ev, payload, self._clock()))
-                self._held += n
-                self.received_events += n
-                while self._held > self.max_events and len(self._items) > 1:
-                    old = self._items.popleft()[0]
-                    k = 0 if old is None else int(old.shape[0])
-                    self._held -= k
-                    self.dropped_events += k
-        except BaseException as e:  # re-raised by stop(), on the iterating thread
-            self._error = e
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = next(self._it)
+            except StopIteration:
+                self.ended = True
+                return
+            ev, payload = self._convert(item)
+            self._keep((ev, payload, self._clock()))
 
     def stop(self, timeout_s: float = 5.0) -> list[tuple[np.ndarray | None, object, float]]:
         """Stop taking items (waits for the one being read) and hand over ``(events, payload, host_time_s)``."""
-        self._stop.set()
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            raise SourceError(f"the device did not hand out anything for {timeout_s:g} s")
-        out = list(self._items)
-        self._items.clear()
-        self._held = 0
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return out
+        return self._handover(timeout_s)
