@@ -454,3 +454,23 @@ def test_bundle_model_strips_training_state_and_writes_windows(tmp_path):
     assert meta["windows"] == {"kind": "time", "window_us": 40_000, "stride_us": 40_000}
     assert meta["steps"] == 7 and meta["scores"] == {"a": 1} and "sensor_size" not in meta["model"]
     assert meta["parameters"] == sum(p.numel() for p in net.parameters())
+
+
+def test_voxel_letc_init_gives_the_triangle_kernel_and_needs_nernet(tmp_path):
+    """letc_init = "voxel" starts the LETC MLP at max(0, 1 − |u|): a new small model sees order-one inputs, not the
+    ~0.05 a random MLP gives (with which it learned to ignore the events and predict the mean grey)."""
+    from livenight.training.trainer import build_model
+    cfg = load_config(ROOT / "configs" / "ner-lite.toml", overrides={"init": None, "letc_init": "voxel",
+                                                                     "crop": 32})
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    u = torch.tensor([-4.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 4.0])
+    with torch.no_grad():
+        got = net.representation.quantization_layer.value_layer(u)
+    torch.testing.assert_close(got, (1 - u.abs()).clamp(min=0), atol=0.03, rtol=0)
+    torch.manual_seed(0)
+    random = build_model(replace(cfg, letc_init="random"))
+    with torch.no_grad():
+        assert (random.representation.quantization_layer.value_layer(u) - got).abs().max() > 0.2
+    with pytest.raises(ValueError, match="letc_init must be 'random' or 'voxel'"):
+        load_config(ROOT / "configs" / "ner-lite.toml", overrides={"letc_init": "grid"})

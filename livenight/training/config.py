@@ -232,7 +232,9 @@ class TrainConfig:
     its per-event activations (same gradients; at ~12k events per window they take ~3 GB per 40-window sequence).
     ``letc_table`` > 0: quantise through a ``letc_table``-entry table of the LETC MLP, interpolated per event (the
     inference approximation; far faster than the exact per-event MLP, still trains the MLP); 0: exact.
-    ``grad_clip`` = 0 disables clipping. ``amp``: autocast on CUDA, and bfloat16 autocast on CPUs with AMX or
+    ``letc_init = "voxel"`` starts a new LETC MLP as the triangle kernel of a voxel grid, ``max(0, 1 − |u|)``, so
+    the network sees inputs of order one from the first step (random MLPs give ~0.05 and small models then learn to
+    ignore the events). ``grad_clip`` = 0 disables clipping. ``amp``: autocast on CUDA, and bfloat16 autocast on CPUs with AMX or
     AVX512-BF16 (the recurrent state is kept float32); ``channels_last`` stores the network that way (faster bf16
     convolutions on CPU). ``checkpoint_every`` / ``val_every`` = 0: only
     at the end.
@@ -246,6 +248,7 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     letc: str | None = None
     freeze_letc: bool = True
+    letc_init: Literal["random", "voxel"] = "random"
     init: str | None = None
     sequence_length: int = 40
     crop: int = 160
@@ -292,6 +295,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number >= 0 (got {v!r})")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"schedule must be 'constant', 'cosine' or 'step' (got {self.schedule!r})")
+        if self.letc_init not in ("random", "voxel"):
+            raise ValueError(f"letc_init must be 'random' or 'voxel' (got {self.letc_init!r})")
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be 'bfloat16' or 'float16' (got {self.amp_dtype!r})")
         if self.model.sensor_size != (self.crop, self.crop):

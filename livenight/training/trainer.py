@@ -122,7 +122,30 @@ def build_model(cfg: TrainConfig, say=lambda m: None) -> nn.Module:
         load_letc(net, cfg.letc, freeze=cfg.freeze_letc)
     elif cfg.freeze_letc:
         say("freeze_letc ignored: no 'letc' weights given, so LETC starts from random weights and is trained")
+    if cfg.letc_init == "voxel" and not (cfg.letc or cfg.init):
+        if family.name != "nernet":
+            raise ValueError(f"letc_init = 'voxel' initialises NER-Net's LETC; the {family.name} family has no LETC")
+        fit_voxel_letc(net)
     return net
+
+
+def fit_voxel_letc(net: nn.Module, steps: int = 400) -> float:
+    """Fit the LETC MLP to the voxel-grid triangle ``max(0, 1 − |u|)`` over its input range; returns the max error.
+    Deterministic (seeded by the caller); ~0.5 s on a CPU."""
+    mlp = net.representation.quantization_layer.value_layer
+    c = net.cfg.num_bins
+    u = torch.linspace(-(c - 1), c - 1, 2001)
+    target = (1 - u.abs()).clamp(min=0)
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-2)
+    for i in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = 1e-2 * (1 - i / steps) + 1e-4
+        opt.zero_grad()
+        loss = (mlp(u) - target).square().mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((mlp(u) - target).abs().max())
 
 
 def cpu_has_amx() -> bool:
