@@ -407,6 +407,10 @@ def test_stem_stride_runs_the_unet_at_lower_resolution_and_outputs_full_size():
     assert img.shape == (1, 1, 272, 352) and [tuple(s.shape) for s in state] == list(shapes.values())
     with pytest.raises(ValueError, match="stem_stride"):
         NERNetConfig(stem_stride=0)
+    # the stem's reshape + permute is torch's pixel_unshuffle, channel for channel
+    from livenight.model.nernet import space_to_depth
+    v = torch.rand(2, 10, 272, 352)
+    assert torch.equal(space_to_depth(v, 4), torch.nn.functional.pixel_unshuffle(v, 4))
     # the defaults are the official architecture: no new keys, same config as before the options existed
     assert NERNetConfig().stem_stride == 1 and NERNetConfig().letc_cnn and NERNetConfig().pred_kernel == 1
 
@@ -472,5 +476,9 @@ def test_voxel_letc_init_gives_the_triangle_kernel_and_needs_nernet(tmp_path):
     random = build_model(replace(cfg, letc_init="random"))
     with torch.no_grad():
         assert (random.representation.quantization_layer.value_layer(u) - got).abs().max() > 0.2
+    assert all(p.requires_grad for p in net.representation.parameters())  # ner-lite.toml: freeze_letc = false
+    frozen = build_model(replace(cfg, freeze_letc=True))
+    assert not any(p.requires_grad for p in frozen.representation.parameters())
+    assert any(p.requires_grad for p in frozen.parameters())
     with pytest.raises(ValueError, match="letc_init must be 'random' or 'voxel'"):
         load_config(ROOT / "configs" / "ner-lite.toml", overrides={"letc_init": "grid"})

@@ -375,7 +375,7 @@ def test_live_rled_windows(make_events):
     ref = make_events(10_000, seed=17)
     idx = np.array([[i * 1000, i * 1000 + 1500] for i in range(8)])
     ring = EventRing(20_000)
-    w = Windower(RledWindows(idx), ring, live=True)  # 7 images with skip_last
+    w = Windower(RledWindows(idx), ring, live=True, max_backlog=0)  # 7 images with skip_last; always the newest
     ring.push(ref[:5000])  # images 0..2 end by 4500; image 3 ends at 4500 too: 0..3 complete
     (win,) = w.poll()
     assert (win.index, win.skipped) == (3, 3)
@@ -384,6 +384,24 @@ def test_live_rled_windows(make_events):
     (win,) = w.poll()
     assert (win.index, win.skipped, w.skipped_windows) == (6, 2, 5)  # image 7 is the skipped last one
     assert np.array_equal(win.events, ref[6000:7500])
+
+
+def test_live_backlog_within_the_allowance_is_worked_off_in_order(make_events):
+    """One slow frame must not cost windows: up to max_backlog waiting windows come in order, unskipped; beyond
+    it the windower jumps to the newest (and counts)."""
+    ref = make_events(100_000, rate_ev_per_s=1e5, seed=12)  # about 1 s
+    ring = EventRing(200_000)
+    w = Windower(TimeWindows(10_000, 10_000, origin_us=0), ring, live=True, max_backlog=2)
+    t = ref["t"]
+    b = np.searchsorted(t, 30_000)
+    ring.push(ref[:b], t_end_us=30_000)  # windows 0, 1, 2 complete: a backlog of 2 behind the first
+    assert [(x.index, x.skipped) for x in w.poll()] == [(0, 0), (1, 0), (2, 0)]
+    a, b = b, np.searchsorted(t, 70_000)
+    ring.push(ref[a:b], t_end_us=70_000)  # windows 3..6: 3 waiting behind window 3, more than allowed
+    assert [(x.index, x.skipped) for x in w.poll()] == [(6, 3)]
+    assert w.skipped_windows == 3
+    with pytest.raises(ValueError, match="max_backlog must be >= 0"):
+        Windower(TimeWindows(10_000, 10_000), ring, live=True, max_backlog=-1)
 
 
 # ---------------------------------------------------------------------------------------------- resets

@@ -118,14 +118,19 @@ def build_model(cfg: TrainConfig, say=lambda m: None) -> nn.Module:
         net.load_state_dict(src.state_dict())
     if cfg.letc and family.name != "nernet":
         raise ValueError(f"'letc' loads NER-Net's LETC weights; the {family.name} family has no LETC")
+    if cfg.letc_init == "voxel" and family.name != "nernet":
+        raise ValueError(f"letc_init = 'voxel' initialises NER-Net's LETC; the {family.name} family has no LETC")
     if cfg.letc:
         load_letc(net, cfg.letc, freeze=cfg.freeze_letc)
-    elif cfg.freeze_letc:
+    elif cfg.letc_init == "voxel" and not cfg.init:
+        err = fit_voxel_letc(net)
+        say(f"LETC MLP fitted to the voxel triangle kernel (max error {err:.3f})"
+            + ("; frozen" if cfg.freeze_letc else "; trained from there"))
+        if cfg.freeze_letc:
+            for p in net.representation.parameters():
+                p.requires_grad_(False)
+    elif cfg.freeze_letc and not cfg.init:
         say("freeze_letc ignored: no 'letc' weights given, so LETC starts from random weights and is trained")
-    if cfg.letc_init == "voxel" and not (cfg.letc or cfg.init):
-        if family.name != "nernet":
-            raise ValueError(f"letc_init = 'voxel' initialises NER-Net's LETC; the {family.name} family has no LETC")
-        fit_voxel_letc(net)
     return net
 
 
