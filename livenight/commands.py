@@ -130,6 +130,8 @@ def run_eval(args) -> int:
     ok, why = lpips_available()
     if not ok:
         print(f"livenight: {why}", file=sys.stderr)
+    if args.video and len(args.files) > 1:
+        raise LivenightError(f"--video {args.video}: one video per run; give one file (got {len(args.files)})")
     rows = []
     for path in args.files:
         args.replay = path
@@ -144,7 +146,8 @@ def run_eval(args) -> int:
 
             with _engine(args, source.sensor_size) as engine:
                 policy = _policy(args, source, engine)
-                stats = Pipeline(source, source.sensor_size, engine, policy, [], live=False,
+                sinks = _eval_sinks(args, path, policy)
+                stats = Pipeline(source, source.sensor_size, engine, policy, sinks, live=False,
                                  reference=source.frames, max_frames=args.max_frames,
                                  max_gap_us=_max_gap_us(args), on_frame=on_frame,
                                  filters=_filters(args, source.sensor_size, engine)).run()
@@ -157,6 +160,11 @@ def run_eval(args) -> int:
             print(f"{scores.name}: percentile-normalised: SSIM on active pixels {scores.mean('ssim_active'):.4f} "
                   f"({len(scores.ssim_active)} frames)  full-frame SSIM {scores.mean('ssim_norm'):.4f}  "
                   f"MSE {scores.mean('mse_norm'):.5f}")
+    if args.out:
+        print(f"livenight: frames written to {Path(args.out).resolve()}"
+              + (" (one folder per recording)" if len(args.files) > 1 else ""))
+    if args.video:
+        print(f"livenight: video written to {Path(args.video).resolve()}")
     if len(rows) > 1:
         import numpy as np
 
@@ -166,6 +174,24 @@ def run_eval(args) -> int:
         write_csv(args.csv, rows)
         print(f"livenight: scores written to {args.csv}")
     return 0
+
+
+def _eval_sinks(args, path, policy) -> list:
+    """The frames eval scores, kept as the replay keeps them: PNGs (``--out``, a folder per recording when several
+    are scored; ``--save-gt`` / ``--save-evframe``) and an MP4 (``--video``)."""
+    sinks = []
+    if args.out:
+        from .sinks import PngSink
+
+        out = Path(args.out) if len(args.files) == 1 else Path(args.out) / Path(path).stem
+        sinks.append(PngSink(out, save_gt=args.save_gt, save_evframe=args.save_evframe))
+    if args.video:
+        from .sinks.video import VideoSink
+        from .viewer.display import DisplayMapper
+
+        sinks.append(VideoSink(args.video, fps=1e6 / getattr(policy, "stride_us", 40_000), overlay=args.overlay,
+                               display=DisplayMapper(args.display, gamma=args.gamma), timing="index"))
+    return sinks
 
 
 # ---------------------------------------------------------------------------- doctor / devices / record

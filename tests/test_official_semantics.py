@@ -236,3 +236,21 @@ def test_export_for_another_size_is_refused_in_one_line(recording, tmp_path, cap
     assert main(["--replay", str(recording / "seq.h5"), "--model", str(onnx), "--no-gui"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "big.onnx expects 10 input channels at 64x48" in err[0] and "--size 60x44" in err[0]
+
+
+def test_eval_keeps_the_frames_it_scored(recording, tmp_path, capsys):
+    """eval --out / --save-gt write what was scored, the same PNGs a replay writes."""
+    out = tmp_path / "scored"
+    assert main(["eval", str(recording / "seq.h5"), "--model", str(recording / "m.pth"), "--out", str(out),
+                 "--save-gt"]) == 0
+    assert "frames written to" in capsys.readouterr().out
+    replayed = tmp_path / "replayed"
+    assert main(["--replay", str(recording / "seq.h5"), "--model", str(recording / "m.pth"), "--no-gui", "--out",
+                 str(replayed), "--crop"]) == 0
+    names = sorted(p.name for p in out.glob("frame_*.png"))
+    assert len(names) == 7 and len(list((out / "gt").glob("frame_*.png"))) == 7
+    for name in names:
+        assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(replayed / name)))
+    seq = str(recording / "seq.h5")
+    assert main(["eval", seq, seq, "--engine", "complementary", "--video", str(tmp_path / "v.mp4")]) != 0
+    assert "one video per run" in capsys.readouterr().err
