@@ -213,6 +213,28 @@ def test_ssim_matches_scikit_image_and_warp_shifts():
     assert torch.all(out[..., 4] < img[..., 4])  # half outside: zero padded
 
 
+def test_active_ssim_loss_scores_only_where_the_scene_moved():
+    from livenight.eval import active_mask as eval_mask
+    from livenight.training.losses import active_mask, active_ssim_loss
+
+    rng = np.random.default_rng(3)
+    prev = rng.integers(0, 256, (40, 50)).astype(np.uint8)
+    cur = prev.copy()
+    cur[10:14, 20:26] = np.clip(cur[10:14, 20:26].astype(int) + 60, 0, 255)  # an object moved here
+    cur[30, 5] = cur[30, 5] ^ 4  # a change of 4 grey levels: below the threshold
+    as_t = lambda a: torch.from_numpy(a.astype(np.float32) / 255)[None, None]
+    # the same pixels as livenight eval's metric (numpy / scipy, written separately)
+    assert np.array_equal(active_mask(as_t(cur), as_t(prev))[0, 0].numpy() > 0, eval_mask(cur, prev))
+    gt, prev_gt = as_t(cur), as_t(prev)
+    wrong_far = gt.clone()
+    wrong_far[..., 30:, :8] = 0.5  # wrong only where nothing moved: no active loss
+    assert float(active_ssim_loss(wrong_far, gt, prev_gt)) < 1e-6
+    wrong_near = gt.clone()
+    wrong_near[..., 8:16, 18:28] = 0.5  # wrong where the object moved
+    assert float(active_ssim_loss(wrong_near, gt, prev_gt)) > 0.1
+    assert float(active_ssim_loss(gt, gt, gt)) == 0.0  # nothing moved anywhere
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 

@@ -178,20 +178,23 @@ class LossConfig:
     """Loss weights (a term with weight 0 is off). Each term is averaged over the windows of a sequence.
 
     ``lpips``: LPIPS VGG v0.1 on the raw prediction (the official loss), used only when the ``lpips`` package and its
-    VGG weights are on disk (nothing is downloaded). ``ssim``: ``1 − SSIM`` (Gaussian 11×11, σ 1.5). ``temporal``:
+    VGG weights are on disk (nothing is downloaded). ``ssim``: ``1 − SSIM`` (Gaussian 11×11, σ 1.5). ``active``:
+    ``1 − SSIM`` over the pixels where the ground truth changed by more than 8 grey levels since the previous frame,
+    dilated 15×15 (what ``livenight eval`` scores on real recordings; from the second window on). ``temporal``:
     Lai et al.'s short-term temporal consistency with ``exp(−temporal_alpha·Δ²)`` visibility from warped ground truth,
     from window ``temporal_start`` on; used only where the data carries optical flow.
     """
 
     l1: float = 0.0
     ssim: float = 0.0
+    active: float = 0.0
     lpips: float = 1.0
     temporal: float = 0.0
     temporal_alpha: float = 50.0
     temporal_start: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "lpips", "temporal", "temporal_alpha"):
+        for name in ("l1", "ssim", "active", "lpips", "temporal", "temporal_alpha"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"losses.{name} must be a number >= 0 (got {v!r})")

@@ -1,4 +1,5 @@
-"""Loss terms: L1, differentiable SSIM, LPIPS (local weights only), temporal consistency from optical flow."""
+"""Loss terms: L1, differentiable SSIM, SSIM where the scene moves, LPIPS (local weights only), temporal consistency
+from optical flow."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._optional import has
+from ..eval import ACTIVE_CHANGE_GREY, ACTIVE_DILATE_PX
 from .config import LossConfig
 
 
@@ -25,6 +27,12 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
     data_range=...)`` (both average the window-valid interior). A window larger than the image shrinks to fit.
     """
+    return ssim_map(a, b, data_range, window, sigma).mean()
+
+
+def ssim_map(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """The per-pixel SSIM map behind :func:`ssim`, over the window-valid interior (``[B, C, H − s + 1, W − s + 1]``
+    for a window of ``s``)."""
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"ssim needs two equal [B, C, H, W] tensors (got {tuple(a.shape)} and {tuple(b.shape)})")
     a, b = a.float(), b.float()
@@ -41,8 +49,26 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     var_b = filt(b * b) - mu_b ** 2
     cov = filt(a * b) - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return s.mean()
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+
+
+def active_mask(gt: Tensor, prev_gt: Tensor, threshold: float = ACTIVE_CHANGE_GREY / 255,
+                dilate: int = ACTIVE_DILATE_PX) -> Tensor:
+    """Where the scene moves: pixels whose reference changed by more than ``threshold`` since the previous
+    reference, dilated by a ``dilate``×``dilate`` box (the "active pixels" of ``livenight eval``)."""
+    changed = ((gt.float() - prev_gt.float()).abs() > threshold).float()
+    return F.max_pool2d(changed, dilate, stride=1, padding=dilate // 2)
+
+
+def active_ssim_loss(out: Tensor, gt: Tensor, prev_gt: Tensor, window: int = 11) -> Tensor:
+    """``1 − SSIM`` averaged over the active pixels (:func:`active_mask`) of each frame; 0 where nothing moved."""
+    smap = ssim_map(out, gt, window=window)
+    size = out.shape[-1] - smap.shape[-1]
+    mask = active_mask(gt, prev_gt)
+    if size:
+        r = size // 2
+        mask = mask[..., r:r + smap.shape[-2], r:r + smap.shape[-1]]
+    return ((1.0 - smap) * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def warp(img: Tensor, flow: Tensor) -> Tensor:
@@ -77,7 +103,8 @@ class LossTerms:
 
     def __init__(self, cfg: LossConfig, device: torch.device, has_flow: bool, say) -> None:
         self.cfg = cfg
-        self.weights = {k: float(getattr(cfg, k)) for k in ("l1", "ssim", "lpips", "temporal") if getattr(cfg, k) > 0}
+        self.weights = {k: float(getattr(cfg, k)) for k in ("l1", "ssim", "active", "lpips", "temporal")
+                        if getattr(cfg, k) > 0}
         self._lpips = None
         if "lpips" in self.weights:
             ok, why = lpips_status()
@@ -111,6 +138,8 @@ class LossTerms:
             terms["l1"] = (out - gt).abs().mean()
         if "ssim" in self.weights:
             terms["ssim"] = 1.0 - ssim(out, gt)
+        if "active" in self.weights and prev_gt is not None:
+            terms["active"] = active_ssim_loss(out, gt, prev_gt)
         if "lpips" in self.weights:  # pragma: no cover - needs lpips
             terms["lpips"] = self._lpips(out.expand(-1, 3, -1, -1), gt.expand(-1, 3, -1, -1), normalize=True).mean()
         if ("temporal" in self.weights and flow is not None and prev_out is not None

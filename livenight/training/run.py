@@ -29,13 +29,17 @@ class _Log:
     """CSV rows (rank 0; appended, so a resumed run continues the same file) and TensorBoard scalars."""
 
     FIELDS = ["step", "loss", "l1", "ssim", "lpips", "temporal", "lr", "grad_norm", "seconds", "elapsed_s",
-              "val_mse", "val_ssim"]
+              "val_mse", "val_ssim", "active"]
 
     def __init__(self, out_dir: Path, tensorboard: bool, say) -> None:
         self.path = out_dir / "train.csv"
         new = not self.path.is_file() or self.path.stat().st_size == 0
+        fields = self.FIELDS
+        if not new:  # a resumed run keeps the columns its file started with
+            with open(self.path, newline="") as f:
+                fields = next(csv.reader(f), None) or self.FIELDS
         self._f = open(self.path, "a", newline="")
-        self._w = csv.DictWriter(self._f, fieldnames=self.FIELDS, extrasaction="ignore")
+        self._w = csv.DictWriter(self._f, fieldnames=fields, extrasaction="ignore")
         if new:
             self._w.writeheader()
         self._tb = None
