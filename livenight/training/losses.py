@@ -15,10 +15,10 @@ from .config import LossConfig
 
 
 def _gaussian(size: int, sigma: float, device, dtype) -> Tensor:
+    """The normalised 1-D Gaussian; the 2-D window is its outer product (applied as two 1-D passes)."""
     r = torch.arange(size, device=device, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g).to(dtype)
+    return (g / g.sum()).to(dtype)
 
 
 def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
@@ -39,15 +39,15 @@ def ssim_map(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, si
     c = a.shape[1]
     size = min(window, a.shape[2], a.shape[3])
     size -= 1 - size % 2
-    k = _gaussian(size, sigma, a.device, a.dtype).expand(c, 1, size, size)
-
-    def filt(x: Tensor) -> Tensor:
-        return F.conv2d(x, k, groups=c)
-
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a ** 2
-    var_b = filt(b * b) - mu_b ** 2
-    cov = filt(a * b) - mu_a * mu_b
+    g = _gaussian(size, sigma, a.device, a.dtype)
+    n = 5 * c  # the five local means in one separable pass (one depthwise conv per direction, not five 2-D ones)
+    stats = torch.cat([a, b, a * a, b * b, a * b], dim=1)
+    stats = F.conv2d(F.conv2d(stats, g.view(1, 1, 1, size).expand(n, 1, 1, size), groups=n),
+                     g.view(1, 1, size, 1).expand(n, 1, size, 1), groups=n)
+    mu_a, mu_b, e_aa, e_bb, e_ab = torch.split(stats, c, dim=1)
+    var_a = e_aa - mu_a ** 2
+    var_b = e_bb - mu_b ** 2
+    cov = e_ab - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
 
@@ -57,7 +57,9 @@ def active_mask(gt: Tensor, prev_gt: Tensor, threshold: float = ACTIVE_CHANGE_GR
     """Where the scene moves: pixels whose reference changed by more than ``threshold`` since the previous
     reference, dilated by a ``dilate``×``dilate`` box (the "active pixels" of ``livenight eval``)."""
     changed = ((gt.float() - prev_gt.float()).abs() > threshold).float()
-    return F.max_pool2d(changed, dilate, stride=1, padding=dilate // 2)
+    r = dilate // 2  # a box is separable: a row pass, then a column pass
+    changed = F.max_pool2d(changed, (1, dilate), stride=1, padding=(0, r))
+    return F.max_pool2d(changed, (dilate, 1), stride=1, padding=(r, 0))
 
 
 def active_ssim_loss(out: Tensor, gt: Tensor, prev_gt: Tensor, window: int = 11) -> Tensor:
