@@ -502,5 +502,11 @@ def test_voxel_letc_init_gives_the_triangle_kernel_and_needs_nernet(tmp_path):
     frozen = build_model(replace(cfg, freeze_letc=True))
     assert not any(p.requires_grad for p in frozen.representation.parameters())
     assert any(p.requires_grad for p in frozen.parameters())
+    torch.manual_seed(0)
+    gained = build_model(replace(cfg, head_gain=8.0))  # same seed: the first convolution's weights x 8, the rest equal
+    torch.testing.assert_close(gained.unetrecurrent.head.conv2d.weight, 8 * net.unetrecurrent.head.conv2d.weight)
+    torch.testing.assert_close(gained.unetrecurrent.pred.conv2d.weight, net.unetrecurrent.pred.conv2d.weight)
+    with pytest.raises(ValueError, match="head_gain must be a number > 0"):
+        load_config(ROOT / "configs" / "ner-lite.toml", overrides={"head_gain": 0})
     with pytest.raises(ValueError, match="letc_init must be 'random' or 'voxel'"):
         load_config(ROOT / "configs" / "ner-lite.toml", overrides={"letc_init": "grid"})

@@ -131,6 +131,11 @@ def build_model(cfg: TrainConfig, say=lambda m: None) -> nn.Module:
                 p.requires_grad_(False)
     elif cfg.freeze_letc and not cfg.init:
         say("freeze_letc ignored: no 'letc' weights given, so LETC starts from random weights and is trained")
+    if cfg.head_gain != 1.0 and not cfg.init:
+        first = next(m for m in net.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad)
+        with torch.no_grad():
+            first.weight.mul_(cfg.head_gain)
+        say(f"first convolution's initial weights x {cfg.head_gain:g} (head_gain)")
     return net
 
 
