@@ -8,7 +8,10 @@ Why it is like this:
 * **Live** (a camera, or a replay paced to real time): the source runs in its own producer thread and only ever
   pushes into the ring (never blocks: the ring drops the oldest events and counts them). The calling thread
   reconstructs the *newest* complete window and counts the skipped ones, so a slow engine costs frames, not
-  latency. Display (the Qt viewer) is a third thread that only takes the newest frame.
+  latency. A backlog of a couple of windows is worked off in order while the engine keeps up on average (a single
+  slow frame then costs no window); once the average time per frame exceeds the time between windows, the backlog
+  allowance drops to zero and latency stays one window. Display (the Qt viewer) is a third thread that only takes
+  the newest frame.
 * Shutdown: a ``threading.Event`` stops the producer; the source is closed by its owner; sinks are always
   closed, also after an error, so files written before a failure stay valid. A producer error (a corrupt file, an
   unplugged camera) is re-raised in the calling thread after everything stopped.
@@ -96,6 +99,10 @@ class Pipeline:
         self.max_frames = max_frames
         self.ring = EventRing(ring_capacity)
         self.windower = Windower(policy, self.ring, live=live, max_gap_us=max_gap_us)
+        self.max_backlog = self.windower.max_backlog  # live: the allowance while the engine keeps up
+        self._pace: tuple[int, float] | None = None  # (index, arrival s) of the last live window
+        self._window_s: float | None = None  # live: moving averages of the time between windows
+        self._frame_s: float | None = None  # and of the time one frame takes
         self.on_frame = on_frame
         self.stats = PipelineStats(live=live)
         self.stop_event = threading.Event()
@@ -127,7 +134,22 @@ class Pipeline:
         if self.on_frame is not None:
             self.on_frame(frame)
         self.stats.frames += 1
+        if self.live:
+            self._adapt_backlog(w, frame.host_time_s, time.perf_counter() - t)
         return frame
+
+    def _adapt_backlog(self, w: Window, arrival_s: float, spent_s: float) -> None:
+        """Live: keep the backlog allowance while frames take less time than windows arrive (moving averages),
+        else none: an engine slower than the source shows the newest window rather than falling behind."""
+        a = 0.2
+        if arrival_s > 0:
+            if self._pace is not None and w.index > self._pace[0] and arrival_s > self._pace[1]:
+                per_window = (arrival_s - self._pace[1]) / (w.index - self._pace[0])
+                self._window_s = per_window if self._window_s is None else (1 - a) * self._window_s + a * per_window
+            self._pace = (w.index, arrival_s)
+        self._frame_s = spent_s if self._frame_s is None else (1 - a) * self._frame_s + a * spent_s
+        if self._window_s is not None:
+            self.windower.max_backlog = self.max_backlog if self._frame_s < 0.9 * self._window_s else 0
 
     @property
     def _more(self) -> bool:

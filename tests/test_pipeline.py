@@ -98,6 +98,35 @@ def test_live_mode_skips_to_newest_window_when_engine_is_slow():
     assert stats.dropped_events == 0
 
 
+class HiccupEngine(CountingEngine):
+    """Fast, except one slow frame (the kind a page fault or a busy neighbour causes)."""
+
+    def _step_impl(self, window):
+        self.delay_s = 0.03 if len(self.windows) == 5 else 0.0
+        return super()._step_impl(window)
+
+
+def test_live_mode_works_off_a_hiccup_but_a_slow_engine_stays_on_the_newest_window():
+    # one 30 ms frame among fast ones, 20 ms windows: the 2 windows that arrived meanwhile are reconstructed late,
+    # not skipped
+    _, packets = _packets(span_us=600_000)
+    eng = HiccupEngine()
+    with eng:
+        pipe = Pipeline(paced(packets, speed=1.0, slice_us=2_000), (32, 24), eng, TimeWindows(20_000, 20_000),
+                        live=True)
+        stats = pipe.run()
+    assert stats.skipped_windows == 0 and len(eng.windows) >= 28
+    assert pipe.windower.max_backlog == 2
+    # an engine slower than real time on average: no backlog allowance, so latency stays one window
+    _, packets = _packets(span_us=600_000)
+    slow = CountingEngine(delay_s=0.03)
+    with slow:
+        pipe = Pipeline(paced(packets, speed=1.0, slice_us=2_000), (32, 24), slow, TimeWindows(20_000, 20_000),
+                        live=True)
+        stats = pipe.run()
+    assert stats.skipped_windows > 0 and pipe.windower.max_backlog == 0
+
+
 def test_live_mode_producer_error_is_raised_after_shutdown():
     _, packets = _packets()
 
