@@ -450,7 +450,7 @@ def _script(name: str):
 
 
 @pytest.mark.parametrize("name", ["bench_arch", "event_stats", "simulate_cache", "eval_bundled", "bundle_model",
-                                  "davis_figure"])
+                                  "davis_figure", "event_response"])
 def test_scripts_explain_themselves(name, capsys):
     with pytest.raises(SystemExit) as e:
         _script(name).parse_args(["--help"])
@@ -510,3 +510,20 @@ def test_voxel_letc_init_gives_the_triangle_kernel_and_needs_nernet(tmp_path):
         load_config(ROOT / "configs" / "ner-lite.toml", overrides={"head_gain": 0})
     with pytest.raises(ValueError, match="letc_init must be 'random' or 'voxel'"):
         load_config(ROOT / "configs" / "ner-lite.toml", overrides={"letc_init": "grid"})
+
+
+def test_event_response_is_zero_for_a_network_that_cannot_see_its_events(rled_dir, tmp_path):
+    """The collapse probe: a network whose first convolution is zero draws the same frames with and without events."""
+    from livenight.model.checkpoint import save_model
+
+    torch.manual_seed(0)
+    net = NERNet(NERNetConfig(sensor_size=(48, 40), **TINY_MODEL))
+    save_model(net, tmp_path / "seeing.pth")
+    with torch.no_grad():
+        net.representation.ConvLayer.cnn[0].weight.zero_()
+    save_model(net, tmp_path / "blind.pth")
+    probe = _script("event_response")
+    rows = probe.run(probe.parse_args([str(tmp_path / "seeing.pth"), str(tmp_path / "blind.pth"),
+                                       "--recording", str(rled_dir / "train" / "a.h5"), "--windows", "6"]))
+    (_, seeing, _), (_, blind, _) = rows
+    assert seeing > 1e-3 and blind == 0.0
