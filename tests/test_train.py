@@ -235,6 +235,32 @@ def test_active_ssim_loss_scores_only_where_the_scene_moved():
     assert float(active_ssim_loss(gt, gt, gt)) == 0.0  # nothing moved anywhere
 
 
+def test_unseen_pixels_are_weighed_down_until_an_event_fires_near_them():
+    from livenight.training.config import LossConfig
+    from livenight.training.losses import LossTerms, seen_weights
+
+    def ev(xs, ys):
+        n = len(xs)
+        return (torch.tensor(xs), torch.tensor(ys), torch.zeros(n), torch.ones(n))
+    windows = [[ev([5], [5])], [ev([20], [10])]]  # one sequence: an event at (5, 5), then one at (20, 10)
+    w0, w1 = seen_weights(windows, (16, 32), unseen=0.25, radius_px=1, device="cpu")
+    assert w0.shape == (1, 1, 16, 32)
+    assert torch.all(w0[0, 0, 4:7, 4:7] == 1) and float(w0.sum()) == 9 + 0.25 * (16 * 32 - 9)
+    assert torch.all(w1[0, 0, 4:7, 4:7] == 1) and torch.all(w1[0, 0, 9:12, 19:22] == 1)  # seen stays seen
+    assert float(w1[0, 0, 0, 31]) == 0.25
+    # L1 with weights: an error only where nothing was seen costs nothing when unseen = 0
+    cfg = LossConfig(l1=1.0, ssim=0.0, lpips=0.0, unseen=0.0)
+    terms = LossTerms(cfg, torch.device("cpu"), has_flow=False, say=lambda m: None)
+    gt = torch.full((1, 1, 16, 32), 0.5)
+    out = gt.clone()
+    out[..., 12:, :3] = 0.0
+    (blind,) = seen_weights(windows[:1], (16, 32), unseen=0.0, radius_px=1, device="cpu")
+    assert float(terms.window(0, out, gt, None, None, None, blind)["l1"]) == 0.0
+    assert float(terms.window(0, out, gt, None, None, None)["l1"]) > 0.0
+    with pytest.raises(ValueError, match=r"losses.unseen must be a number in \[0, 1\]"):
+        LossConfig(unseen=1.5)
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 

@@ -182,7 +182,10 @@ class LossConfig:
     ``1 − SSIM`` over the pixels where the ground truth changed by more than 8 grey levels since the previous frame,
     dilated 15×15 (what ``livenight eval`` scores on real recordings; from the second window on). ``temporal``:
     Lai et al.'s short-term temporal consistency with ``exp(−temporal_alpha·Δ²)`` visibility from warped ground truth,
-    from window ``temporal_start`` on; used only where the data carries optical flow.
+    from window ``temporal_start`` on; used only where the data carries optical flow. ``unseen`` < 1 weighs the L1
+    and SSIM terms down to ``unseen`` at pixels where no event has fired within ``seen_radius_px`` since the
+    sequence started (a fixed camera's background, the first windows): what the events cannot show is not scored,
+    so the mean image stops being the best answer there.
     """
 
     l1: float = 0.0
@@ -192,12 +195,18 @@ class LossConfig:
     temporal: float = 0.0
     temporal_alpha: float = 50.0
     temporal_start: int = 1
+    unseen: float = 1.0
+    seen_radius_px: int = 4
 
     def __post_init__(self) -> None:
         for name in ("l1", "ssim", "active", "lpips", "temporal", "temporal_alpha"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"losses.{name} must be a number >= 0 (got {v!r})")
+        if not (isinstance(self.unseen, (int, float)) and 0 <= self.unseen <= 1):
+            raise ValueError(f"losses.unseen must be a number in [0, 1] (got {self.unseen!r})")
+        if not (isinstance(self.seen_radius_px, int) and 0 <= self.seen_radius_px <= 64):
+            raise ValueError(f"losses.seen_radius_px must be an integer in 0..64 (got {self.seen_radius_px!r})")
 
 
 @dataclass(frozen=True)

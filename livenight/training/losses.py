@@ -99,6 +99,27 @@ def lpips_status() -> tuple[bool, str]:
     return True, ""
 
 
+def seen_weights(windows: list, size_hw: tuple[int, int], unseen: float, radius_px: int, device) -> list[Tensor]:
+    """Per window ``k`` of a batch of sequences, ``[B, 1, h, w]`` weights: 1 where an event fired within
+    ``radius_px`` (a box) in windows ``0 … k``, ``unseen`` elsewhere. ``windows[k][b]`` starts with the event
+    ``x`` and ``y`` pixel tensors."""
+    h, w = size_hw
+    seen = torch.zeros(len(windows[0]), 1, h, w, device=device)
+    one = torch.ones((), device=device)
+    out = []
+    for win in windows:
+        for b, ev in enumerate(win):
+            x, y = ev[0].long().clamp(0, w - 1), ev[1].long().clamp(0, h - 1)
+            seen[b, 0].index_put_((y, x), one)
+        m = seen
+        if radius_px:
+            k = 2 * radius_px + 1
+            m = F.max_pool2d(F.max_pool2d(seen, (1, k), stride=1, padding=(0, radius_px)), (k, 1), stride=1,
+                             padding=(radius_px, 0))
+        out.append(unseen + (1.0 - unseen) * m)
+    return out
+
+
 class LossTerms:
     """The configured loss terms (unweighted values per window) and their weights; unusable terms are dropped with
     a message."""
@@ -132,14 +153,22 @@ class LossTerms:
         return list(self.weights)
 
     def window(self, k: int, out: Tensor, gt: Tensor, prev_out: Tensor | None, prev_gt: Tensor | None,
-               flow: Tensor | None) -> dict[str, Tensor]:
-        """Unweighted terms for window ``k`` of a sequence (out, gt: ``[B, 1, h, w]``)."""
+               flow: Tensor | None, weight: Tensor | None = None) -> dict[str, Tensor]:
+        """Unweighted terms for window ``k`` of a sequence (out, gt: ``[B, 1, h, w]``); ``weight`` ``[B, 1, h, w]``
+        (:func:`seen_weights`) weighs the L1 and SSIM terms per pixel."""
         terms: dict[str, Tensor] = {}
         out = out.float()
         if "l1" in self.weights:
-            terms["l1"] = (out - gt).abs().mean()
+            d = (out - gt).abs()
+            terms["l1"] = d.mean() if weight is None else (weight * d).sum() / weight.sum().clamp(min=1e-6)
         if "ssim" in self.weights:
-            terms["ssim"] = 1.0 - ssim(out, gt)
+            if weight is None:
+                terms["ssim"] = 1.0 - ssim(out, gt)
+            else:
+                smap = ssim_map(out, gt)
+                r = (out.shape[-1] - smap.shape[-1]) // 2
+                wv = weight[..., r:r + smap.shape[-2], r:r + smap.shape[-1]]
+                terms["ssim"] = ((1.0 - smap) * wv).sum() / wv.sum().clamp(min=1e-6)
         if "active" in self.weights and prev_gt is not None:
             terms["active"] = active_ssim_loss(out, gt, prev_gt)
         if "lpips" in self.weights:  # pragma: no cover - needs lpips

@@ -16,7 +16,7 @@ from ..errors import SourceError
 from ..model.checkpoint import load_letc, read_checkpoint
 from .augment import SequenceItem
 from .config import TrainConfig
-from .losses import LossTerms
+from .losses import LossTerms, seen_weights
 
 
 class SequenceModel(nn.Module):
@@ -259,6 +259,10 @@ class Trainer:
         totals = {name: torch.zeros((), device=self.device) for name in self.losses.names}
         total = torch.zeros((), device=self.device)
         prev_out = None
+        weights = None
+        if self.cfg.losses.unseen < 1.0:
+            weights = seen_weights(windows, tuple(gt.shape[-2:]), self.cfg.losses.unseen,
+                                   self.cfg.losses.seen_radius_px, self.device)
         for c0 in range(0, L, chunk):
             c1 = min(L, c0 + chunk)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
@@ -266,7 +270,7 @@ class Trainer:
             loss = torch.zeros((), device=self.device)  # losses in float32, outside autocast (SSIM variances)
             for j, k in enumerate(range(c0, c1)):
                 terms = self.losses.window(k, outs[j], gt[k], prev_out, gt[k - 1] if k else None,
-                                           None if flow is None else flow[k])
+                                           None if flow is None else flow[k], None if weights is None else weights[k])
                 prev_out = outs[j]
                 for name, v in terms.items():
                     loss = loss + self.losses.weights[name] * v / L
