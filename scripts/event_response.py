@@ -36,11 +36,13 @@ def response(path: str, item, windows: int) -> tuple[float, float]:
     import numpy as np
     import torch
 
-    from livenight.model.checkpoint import load_model
+    from livenight import families
+    from livenight.model.checkpoint import read_checkpoint
     from livenight.training import SequenceModel
 
     h, w = item.frames.shape[1:]
-    net = load_model(path, sensor_size=(w, h)).eval()
+    ck = read_checkpoint(path)
+    net = families.detect(ck, path).from_checkpoint(ck, (w, h), path).eval()  # any registered family
     model = SequenceModel(net)
     with torch.no_grad():
         on, off = net.initial_state(1), net.initial_state(1)

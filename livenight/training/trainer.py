@@ -129,7 +129,7 @@ def build_model(cfg: TrainConfig, say=lambda m: None) -> nn.Module:
         if cfg.freeze_letc:
             for p in net.representation.parameters():
                 p.requires_grad_(False)
-    elif cfg.freeze_letc and not cfg.init:
+    elif cfg.freeze_letc and not cfg.init and family.name == "nernet":
         say("freeze_letc ignored: no 'letc' weights given, so LETC starts from random weights and is trained")
     if cfg.head_gain != 1.0 and not cfg.init:
         first = next(m for m in net.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad)
