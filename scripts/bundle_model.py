@@ -26,17 +26,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from livenight.model.checkpoint import load_model, read_checkpoint, save_model
+    from livenight import families
+    from livenight.model.checkpoint import read_checkpoint
 
     ck = read_checkpoint(args.checkpoint)
-    net = load_model(args.checkpoint, (64, 64))
+    family = families.detect(ck, args.checkpoint)  # any registered family (NER-Net, E2VID / FireNet)
+    net = family.from_checkpoint(ck, (64, 64), args.checkpoint)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.name}.pth"
-    save_model(net, path, step=int(ck["step"]))
-    meta = {"name": args.name, "family": "nernet", "arch": "NERNet", "model": net.cfg.to_dict() | {"sensor_size": None},
+    family.save(net, path, step=int(ck["step"]))
+    meta = {"name": args.name, "family": family.name, "arch": type(net).__name__, "model": family.config_of(net),
             "windows": {"kind": "time", "window_us": 40_000, "stride_us": 40_000},
             "steps": int(ck["step"]), "parameters": sum(p.numel() for p in net.parameters())}
-    del meta["model"]["sensor_size"]
     if args.card:
         meta.update(json.loads(Path(args.card).read_text()))
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
