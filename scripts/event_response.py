@@ -3,8 +3,9 @@
 A network that learned to predict the mean image draws the same frame whatever the events say. This script runs
 each checkpoint over the first ``--windows`` windows of a recording twice, once with the events and once with empty
 windows (both from a zero state), and prints the mean absolute difference of the last outputs (on [0, 1]) and
-the output's spatial standard deviation. A healthy model responds with ~0.1 or more; the collapsed ones measured
-0.003–0.02 (a random initialisation gives ~0.03).
+the output's spatial standard deviation. Compare checkpoints of one run: a response that falls with training (the
+ner-lite runs: from ~0.15 to 0.003–0.03) is the collapse to the mean image. Across architectures the numbers differ
+(the FireNet run drew good frames at ~0.02, rising), so judge those by their frames and scores.
 
     .venv/bin/python scripts/event_response.py runs/ner-lite-cpu/checkpoints/step-00000200.pth
     .venv/bin/python scripts/event_response.py A.pth B.pth --recording night.h5 --windows 20

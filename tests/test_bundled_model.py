@@ -77,3 +77,24 @@ def test_the_bundled_model_sees_every_event_in_contiguous_windows(tmp_path, caps
     write_night(tmp_path / "s.h5", seconds=0.3, size=(64, 48), seed=3)  # a file with event_indices
     assert main(["--replay", str(tmp_path / "s.h5"), "--no-gui", "--max-frames", "2"]) == 0
     assert "contiguous 40 ms windows (25 frames/s)" in capsys.readouterr().out
+
+
+def test_firenet_night_weights_are_described_and_reproducible_from_their_config(tmp_path, capsys):
+    # the experimental FireNet weights (not the default: see livenight/weights/firenet-night.md)
+    path = ROOT / "livenight" / "weights" / "firenet-night.pth"
+    assert path.stat().st_size <= 1024 * 1024
+    desc = json.loads(path.with_suffix(".json").read_text())
+    assert desc["family"] == "e2vid" and desc["model"]["family"] == "FireNet"
+    assert desc["windows"] == {"kind": "time", "window_us": 40_000, "stride_us": 40_000}  # every event counts
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    assert "optimizer" not in ck and ck["family"] == "e2vid"
+    config = tomllib.loads((ROOT / desc["config"]).read_text())
+    assert config["family"] == "e2vid" and config["model"]["base_channels"] == desc["model"]["base_channels"]
+    assert desc["command"] == f"livenight train {desc['config']}"
+    assert ck["step"] == desc["steps"] <= config["steps"]  # a checkpoint of that (deterministic) run
+    assert f"step-{desc['steps']:08d}.pth" in desc["weights_from"]
+    assert set(desc) >= {"name", "config", "command", "data", "compute", "scores", "windows"}
+    write_night(tmp_path / "s.h5", seconds=0.3, size=(64, 48), seed=3)
+    assert main(["--replay", str(tmp_path / "s.h5"), "--no-gui", "--max-frames", "2", "--model", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "firenet-night.pth: 2 frames" in out and "contiguous 40 ms windows" in out
