@@ -52,25 +52,32 @@ def ssim_map(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, si
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
 
 
+def _box_max(x: Tensor, size: int) -> Tensor:
+    """Dilate ``[B, C, H, W]`` by a ``size``×``size`` box (odd ``size``; separable: a row pass, then a column pass)."""
+    r = size // 2
+    x = F.max_pool2d(x, (1, size), stride=1, padding=(0, r))
+    return F.max_pool2d(x, (size, 1), stride=1, padding=(r, 0))
+
+
+def weighted_dssim(out: Tensor, gt: Tensor, weight: Tensor, min_total: float, window: int = 11) -> Tensor:
+    """``1 − SSIM`` averaged with full-size per-pixel ``weight`` over the SSIM map's window-valid interior (the
+    weights' total is clamped to at least ``min_total``)."""
+    smap = ssim_map(out, gt, window=window)
+    r = (out.shape[-1] - smap.shape[-1]) // 2
+    wv = weight[..., r:r + smap.shape[-2], r:r + smap.shape[-1]]
+    return ((1.0 - smap) * wv).sum() / wv.sum().clamp(min=min_total)
+
+
 def active_mask(gt: Tensor, prev_gt: Tensor, threshold: float = ACTIVE_CHANGE_GREY / 255,
                 dilate: int = ACTIVE_DILATE_PX) -> Tensor:
     """Where the scene moves: pixels whose reference changed by more than ``threshold`` since the previous
     reference, dilated by a ``dilate``×``dilate`` box (the "active pixels" of ``livenight eval``)."""
-    changed = ((gt.float() - prev_gt.float()).abs() > threshold).float()
-    r = dilate // 2  # a box is separable: a row pass, then a column pass
-    changed = F.max_pool2d(changed, (1, dilate), stride=1, padding=(0, r))
-    return F.max_pool2d(changed, (dilate, 1), stride=1, padding=(r, 0))
+    return _box_max(((gt.float() - prev_gt.float()).abs() > threshold).float(), dilate)
 
 
 def active_ssim_loss(out: Tensor, gt: Tensor, prev_gt: Tensor, window: int = 11) -> Tensor:
     """``1 − SSIM`` averaged over the active pixels (:func:`active_mask`) of each frame; 0 where nothing moved."""
-    smap = ssim_map(out, gt, window=window)
-    size = out.shape[-1] - smap.shape[-1]
-    mask = active_mask(gt, prev_gt)
-    if size:
-        r = size // 2
-        mask = mask[..., r:r + smap.shape[-2], r:r + smap.shape[-1]]
-    return ((1.0 - smap) * mask).sum() / mask.sum().clamp(min=1.0)
+    return weighted_dssim(out, gt, active_mask(gt, prev_gt), min_total=1.0, window=window)
 
 
 def warp(img: Tensor, flow: Tensor) -> Tensor:
@@ -111,11 +118,7 @@ def seen_weights(windows: list, size_hw: tuple[int, int], unseen: float, radius_
         for b, ev in enumerate(win):
             x, y = ev[0].long().clamp(0, w - 1), ev[1].long().clamp(0, h - 1)
             seen[b, 0].index_put_((y, x), one)
-        m = seen
-        if radius_px:
-            k = 2 * radius_px + 1
-            m = F.max_pool2d(F.max_pool2d(seen, (1, k), stride=1, padding=(0, radius_px)), (k, 1), stride=1,
-                             padding=(radius_px, 0))
+        m = _box_max(seen, 2 * radius_px + 1) if radius_px else seen
         out.append(unseen + (1.0 - unseen) * m)
     return out
 
@@ -162,13 +165,7 @@ class LossTerms:
             d = (out - gt).abs()
             terms["l1"] = d.mean() if weight is None else (weight * d).sum() / weight.sum().clamp(min=1e-6)
         if "ssim" in self.weights:
-            if weight is None:
-                terms["ssim"] = 1.0 - ssim(out, gt)
-            else:
-                smap = ssim_map(out, gt)
-                r = (out.shape[-1] - smap.shape[-1]) // 2
-                wv = weight[..., r:r + smap.shape[-2], r:r + smap.shape[-1]]
-                terms["ssim"] = ((1.0 - smap) * wv).sum() / wv.sum().clamp(min=1e-6)
+            terms["ssim"] = 1.0 - ssim(out, gt) if weight is None else weighted_dssim(out, gt, weight, min_total=1e-6)
         if "active" in self.weights and prev_gt is not None:
             terms["active"] = active_ssim_loss(out, gt, prev_gt)
         if "lpips" in self.weights:  # pragma: no cover - needs lpips
