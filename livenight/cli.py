@@ -212,6 +212,24 @@ def _engine(args, sensor_size):
                        cuda_graphs=args.cuda_graphs, say=_say, **options)
 
 
+def frame_sinks(args, out, video_path, policy, live: bool = False):
+    """``(sinks, video)``: where frames are kept — PNGs in ``out`` (``--save-gt`` / ``--save-evframe``) and an MP4
+    at ``video_path`` (``--overlay``, ``--display``, ``--gamma``; stream-timed and threaded when ``live``)."""
+    from .sinks import PngSink
+
+    sinks = [PngSink(out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if out else []
+    video = None
+    if video_path:
+        from .sinks.video import VideoSink
+        from .viewer.display import DisplayMapper
+
+        video = VideoSink(video_path, fps=1e6 / getattr(policy, "stride_us", 40_000), overlay=args.overlay,
+                          display=DisplayMapper(args.display, gamma=args.gamma),
+                          timing="stream" if live else "index", threaded=live)
+        sinks.append(video)
+    return sinks, video
+
+
 def _policy(args, source, engine):
     """--windows auto: what the engine's model was trained with; explicit options override it."""
     from .windowing import CountWindows, RledWindows, TimeWindows
@@ -254,7 +272,6 @@ def run_pipeline_command(args) -> int:
     from livenight.drivers.pacing import paced
 
     from .pipeline import Pipeline
-    from .sinks import PngSink
 
     uri = args.replay or args.camera
     gui = False
@@ -275,19 +292,10 @@ def run_pipeline_command(args) -> int:
         policy = _policy(args, source, engine)
         print(f"livenight: {engine.info.name} ({engine.info.backend} {engine.info.device} {engine.info.dtype}), "
               f"{policy.describe()}")
-        sinks = [PngSink(args.out, save_gt=args.save_gt, save_evframe=args.save_evframe)] if args.out else []
+        # with a window, the viewer records the video itself
+        sinks, video = frame_sinks(args, args.out, None if gui else args.video, policy, live)
         if args.save_gt and getattr(source, "frames", None) is None:
             print(f"livenight: {uri} has no reference frames; --save-gt writes nothing", file=sys.stderr)
-        video = None
-        if args.video and not gui:
-            from .viewer.display import DisplayMapper
-            from .sinks.video import VideoSink
-
-            stride_us = getattr(policy, "stride_us", 40_000)
-            video = VideoSink(args.video, fps=1e6 / stride_us, overlay=args.overlay,
-                              display=DisplayMapper(args.display, gamma=args.gamma),
-                              timing="stream" if live else "index", threaded=live)
-            sinks.append(video)
         pipe = Pipeline(stream, source.sensor_size, engine, policy, sinks, live=live or speed > 0,
                         reference=getattr(source, "frames", None), max_frames=args.max_frames,
                         max_gap_us=_max_gap_us(args), filters=_filters(args, source.sensor_size, engine))

@@ -119,7 +119,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 def run_eval(args) -> int:
     from livenight.drivers import open_source
 
-    from .cli import _engine, _filters, _max_gap_us, _policy, source_options
+    from .cli import _engine, _filters, _max_gap_us, _policy, frame_sinks, source_options
 
     from .eval import FrameScorer, SequenceScores, lpips_available, write_csv
     from .pipeline import Pipeline
@@ -146,7 +146,8 @@ def run_eval(args) -> int:
 
             with _engine(args, source.sensor_size) as engine:
                 policy = _policy(args, source, engine)
-                sinks = _eval_sinks(args, path, policy)
+                out = args.out and (Path(args.out) if len(args.files) == 1 else Path(args.out) / Path(path).stem)
+                sinks, _ = frame_sinks(args, out, args.video, policy)  # what was scored, kept as a replay keeps it
                 stats = Pipeline(source, source.sensor_size, engine, policy, sinks, live=False,
                                  reference=source.frames, max_frames=args.max_frames,
                                  max_gap_us=_max_gap_us(args), on_frame=on_frame,
@@ -174,24 +175,6 @@ def run_eval(args) -> int:
         write_csv(args.csv, rows)
         print(f"livenight: scores written to {args.csv}")
     return 0
-
-
-def _eval_sinks(args, path, policy) -> list:
-    """The frames eval scores, kept as the replay keeps them: PNGs (``--out``, a folder per recording when several
-    are scored; ``--save-gt`` / ``--save-evframe``) and an MP4 (``--video``)."""
-    sinks = []
-    if args.out:
-        from .sinks import PngSink
-
-        out = Path(args.out) if len(args.files) == 1 else Path(args.out) / Path(path).stem
-        sinks.append(PngSink(out, save_gt=args.save_gt, save_evframe=args.save_evframe))
-    if args.video:
-        from .sinks.video import VideoSink
-        from .viewer.display import DisplayMapper
-
-        sinks.append(VideoSink(args.video, fps=1e6 / getattr(policy, "stride_us", 40_000), overlay=args.overlay,
-                               display=DisplayMapper(args.display, gamma=args.gamma), timing="index"))
-    return sinks
 
 
 # ---------------------------------------------------------------------------- doctor / devices / record
