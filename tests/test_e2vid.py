@@ -193,6 +193,30 @@ def test_padding_and_state_shapes_for_davis346():
     assert FireNetConfig(sensor_size=(346, 260)).state_shapes() == {"h0": (1, 16, 260, 346), "h1": (1, 16, 260, 346)}
 
 
+def test_strided_firenet_pads_folds_and_unfolds_every_pixel():
+    cfg = FireNetConfig(family="FireNet", sensor_size=(346, 260), stem_stride=4, base_channels=8)
+    assert cfg.padded_size == (348, 260) and cfg.padding() == (1, 1, 0, 0)
+    assert cfg.state_shapes()["h0"] == (1, 8, 65, 87)
+    assert cfg.to_dict()["stem_stride"] == 4 and "stem_stride" not in FireNetConfig().to_dict()
+    with pytest.raises(ValueError, match="stem_stride"):
+        FireNetConfig(stem_stride=0)
+    # the official layout is untouched by the option
+    assert [tuple(p.shape) for p in FireNet(FireNetConfig(family="FireNet")).parameters()][:1] == [(16, 5, 3, 3)]
+    torch.manual_seed(0)
+    net = FireNet(FireNetConfig(family="FireNet", sensor_size=(9, 7), stem_stride=2, base_channels=4)).eval()
+    assert net.cfg.padding() == (1, 0, 1, 0)
+    assert net.head.conv2d.weight.shape[1] == 20 and net.pred.conv2d.weight.shape[0] == 4
+    # a prediction layer whose channel i outputs i shows where each channel lands in the padded image
+    with torch.no_grad():
+        net.pred.conv2d.weight.zero_()
+        net.pred.conv2d.bias.copy_(torch.arange(4, dtype=torch.float32))
+    img, state = net(torch.zeros(1, 5, 7, 9), net.initial_state())
+    assert img.shape == (1, 1, 8, 10) and state[0].shape == (1, 4, 4, 5)
+    # pixel shuffle: channel i*2 + j goes to (2*by + i, 2*bx + j)
+    assert img[0, 0, :2, :2].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert img[0, 0, 6:8, 8:10].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+
+
 @pytest.mark.parametrize("mode", ["reflect", "zeros"])
 def test_voxel_is_padded_by_reflection_for_e2vid_and_zeros_for_e2vid_plus(mode):
     net = _e2vid(pad_mode=mode)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from livenight.errors import EngineMismatchError, ShapeError, SourceError
 
-from .layers import ConvLayer, ResidualBlock, UNetPadding, UpsampleConvLayer
+from .layers import ConvLayer, ResidualBlock, UNetPadding, UpsampleConvLayer, space_to_depth
 
 Family = Literal["E2VID", "E2VID+", "FireNet", "FireNet+"]
 FAMILIES: tuple[str, ...] = ("E2VID", "E2VID+", "FireNet", "FireNet+")
@@ -96,7 +96,13 @@ class E2VIDConfig(UNetPadding):
 
 @dataclass(frozen=True)
 class FireNetConfig:
-    """Architecture of FireNet / FireNet+ (the same network); everything runs at full resolution."""
+    """Architecture of FireNet / FireNet+ (the same network); the official networks run at full resolution.
+
+    ``stem_stride`` s > 1 (livenight's fast variant; 1 is the official layout and its ``state_dict``) folds each
+    s×s block of the voxel grid into channels (space-to-depth: no event is dropped), runs every layer at 1/s
+    resolution and turns the prediction's s² channels back into the full-resolution image (pixel shuffle). The
+    grid is zero-padded to multiples of s (top/left get the larger half) and the image is returned padded.
+    """
 
     family: str = "FireNet+"
     num_bins: int = 5
@@ -104,6 +110,12 @@ class FireNetConfig:
     kernel_size: int = 3
     sensor_size: tuple[int, int] = (346, 260)
     arch: str = field(default="FireNet")
+    stem_stride: int = 1
+
+    def __post_init__(self) -> None:
+        v = self.stem_stride
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"FireNetConfig.stem_stride must be an integer >= 1 (got {v!r})")
 
     @property
     def in_channels(self) -> int:
@@ -111,22 +123,30 @@ class FireNetConfig:
 
     @property
     def pad_multiple(self) -> int:
-        return 1
+        return self.stem_stride
 
     @property
     def padded_size(self) -> tuple[int, int]:
-        return tuple(self.sensor_size)
+        m = self.stem_stride
+        w, h = self.sensor_size
+        return m * -(-w // m), m * -(-h // m)
 
     def padding(self) -> tuple[int, int, int, int]:
-        return 0, 0, 0, 0
+        """``(left, right, top, bottom)``: top/left get ``ceil(d/2)``, as for the U-Nets."""
+        (wp, hp), (w, h) = self.padded_size, self.sensor_size
+        dw, dh = wp - w, hp - h
+        return (dw + 1) // 2, dw // 2, (dh + 1) // 2, dh // 2
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
-        w, h = self.sensor_size
-        return {"h0": (batch, self.base_channels, h, w), "h1": (batch, self.base_channels, h, w)}
+        wp, hp = self.padded_size
+        s = self.stem_stride
+        return {"h0": (batch, self.base_channels, hp // s, wp // s), "h1": (batch, self.base_channels, hp // s, wp // s)}
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sensor_size"] = list(self.sensor_size)
+        if self.stem_stride == 1:
+            del d["stem_stride"]  # the official layout's dict stays as it was
         return d
 
 
@@ -294,19 +314,29 @@ class FireNet(_StatefulBase):
         super().__init__()
         self.cfg = cfg = cfg or FireNetConfig()
         b, k = cfg.base_channels, cfg.kernel_size
-        self.head = ConvLayer(cfg.in_channels, b, k, 1, k // 2)
+        s = cfg.stem_stride
+        self.head = ConvLayer(cfg.in_channels * s * s, b, k, 1, k // 2)
         self.G1 = ConvGRU(b, b, k)
         self.R1 = ResidualBlock(b)
         self.G2 = ConvGRU(b, b, k)
         self.R2 = ResidualBlock(b)
-        self.pred = ConvLayer(b, 1, 1, relu=False)
+        self.pred = ConvLayer(b, s * s, 1 if s == 1 else 3, padding=0 if s == 1 else 1, relu=False)
 
     def forward(self, voxel: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         self._check_input(voxel)
         h0, h1 = state
+        s = self.cfg.stem_stride
+        if s > 1:
+            pad = self.cfg.padding()
+            if any(pad):
+                voxel = F.pad(voxel, pad)
+            voxel = space_to_depth(voxel, s)
         h0 = self.G1(self.head(voxel), h0)
         h1 = self.G2(self.R1(h0), h1)
-        return self.pred(self.R2(h1)), (h0, h1)
+        img = self.pred(self.R2(h1))
+        if s > 1:
+            img = F.pixel_shuffle(img, s)
+        return img, (h0, h1)
 
 
 class _RecurrentResidualLayer(nn.Module):
