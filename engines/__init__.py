@@ -95,8 +95,9 @@ def open_engine(model: str | os.PathLike | None = None, sensor_size: tuple[int, 
         backend: ``auto`` (the fastest that works here), ``torch``, ``onnxruntime`` (a checkpoint is exported
             once and cached), ``tensorrt`` or ``complementary`` (the classical filter: no model).
         device, dtype: where and in which precision the network runs (torch; TensorRT runs on CUDA). ``auto``:
-            the fastest precision measured to stay within 2 grey levels of float32 (NER-Net family: bfloat16 on
-            CPUs with AMX / AVX512-BF16, float16 on CUDA), else float32.
+            the fastest precision measured to stay within 2 grey levels of float32 (NER-Net family, and models
+            whose JSON lists it in ``fast_dtypes_checked``: bfloat16 on CPUs with AMX / AVX512-BF16, float16 on
+            CUDA), else float32.
         crop: crop frames to the sensor size (None: the family's choice).
         exact: the reference path (NER-Net: the official per-event LETC MLP).
         cuda_graphs: TensorRT: replay the step as a CUDA graph.

@@ -30,8 +30,9 @@ class TorchEngine(ModelEngine):
         model: a checkpoint path, a built network, or a zero-argument callable returning one (built on open).
         sensor_size: ``(width, height)`` of the source.
         device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"``.
-        dtype: network precision: ``auto`` (NER-Net family: bfloat16 on CPUs with AMX / AVX512-BF16, float16 on
-            CUDA; float32 otherwise), float32, float16 (CUDA only), bfloat16.
+        dtype: network precision: ``auto`` (NER-Net family, and models whose JSON lists the precision in
+            ``fast_dtypes_checked``: bfloat16 on CPUs with AMX / AVX512-BF16, float16 on CUDA; float32 otherwise),
+            float32, float16 (CUDA only), bfloat16.
         crop: crop the padded output to the sensor size (None: the family's choice).
         exact_letc: NER-Net only: the official per-event MLP instead of the lookup table (reference path).
         family: a family object or name (None: from the checkpoint's content or the network's class).
@@ -136,9 +137,12 @@ class TorchEngine(ModelEngine):
         self.state = None
 
     def _auto_dtype(self, family) -> str:
-        if family.name not in AUTO_FAST:
+        # a model's JSON may list the reduced precisions measured on its own weights ("fast_dtypes_checked")
+        checked = set((self.meta or {}).get("fast_dtypes_checked") or ())
+        cuda = self.device_name.startswith("cuda")
+        if family.name not in AUTO_FAST and ("float16" if cuda else "bfloat16") not in checked:
             return "float32"
-        if self.device_name.startswith("cuda"):
+        if cuda:
             return "float16"
         from livenight.cpu import fast_cpu_dtype
 

@@ -497,6 +497,22 @@ def test_engine_end_to_end_from_a_checkpoint(tmp_path, make_events, family):
         assert eng.step(_window(stream[:0])).shape == (13, 20)  # an empty window still gives a frame
 
 
+def test_strided_firenet_runs_in_the_engine_and_auto_precision_follows_the_models_json(make_events):
+    from livenight.cpu import fast_cpu_dtype
+
+    net = FireNet(FireNetConfig(family="FireNet", sensor_size=SIZE, stem_stride=4, base_channels=8))
+    stream = make_events(3000, sensor=SIZE, rate_ev_per_s=2e5, seed=11)
+    with TorchEngine(net, SIZE, dtype="auto") as eng:  # an E2VID-family network: float32 unless measured
+        assert eng.dtype_name == "float32"
+        f = eng.step(_window(stream))
+        assert f.shape == (13, 20) and np.isfinite(f).all()  # the padded 20x16 output is cropped back
+    with TorchEngine(net, SIZE, dtype="auto", meta={"fast_dtypes_checked": ["bfloat16"]}) as eng:
+        assert eng.dtype_name == fast_cpu_dtype()
+        assert eng.step(_window(stream)).shape == (13, 20)
+    with TorchEngine(net, SIZE, dtype="auto", meta={"fast_dtypes_checked": ["float16"]}) as eng:
+        assert eng.dtype_name == "float32"  # fp16 measured on CUDA says nothing about bf16 on this CPU
+
+
 def test_engine_matches_a_manual_pipeline_for_each_postprocessing(make_events):
     stream = make_events(3000, sensor=SIZE, rate_ev_per_s=2e5, seed=11)
     windows = [_window(stream[:1500]), _window(stream[1500:])]
