@@ -283,7 +283,7 @@ def _bf16_state(net):
 
     def step(grid, state):
         img, state = net(grid, state)
-        return img, tuple(s.to(torch.bfloat16).float() for s in state)
+        return img, tuple(s.to(torch.bfloat16).to(s.dtype) for s in state)
 
     step.initial_state = net.initial_state
     return step
@@ -296,24 +296,36 @@ def bench_cpu(model: str | None = None, size: tuple[int, int] = (346, 260), wind
     of all frames, unclipped and after the uint8 conversion)."""
     import torch
 
+    from . import families
     from .cpu import cpu_features, describe_cpu_path, fast_cpu_dtype, prepare_cpu_model
-    from .letc import LetcTable
-    from .model.checkpoint import load_model
+    from .model.checkpoint import read_checkpoint
     from .render import to_uint8
     from .model.nernet import NERNet, NERNetConfig
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
+    window_us, stride_us = 20_000, 40_000  # NER-Net's RLED windows at 25 frames/s
     if model is None:
         net = NERNet(NERNetConfig(sensor_size=size, base_channels=base_channels)).eval()
+        family = families.get("nernet")
         label = f"random-weight NER-Net (base {base_channels})"
-    else:
-        net = load_model(model, size).eval()
+    else:  # any registered family; the model's own windows when its JSON names them
+        from livenight.engines import model_meta
+
+        ck = read_checkpoint(model)
+        family = families.detect(ck, str(model))
+        net = family.from_checkpoint(ck, size, str(model)).eval()
         label = str(model)
-    wins, where = recorded_windows(windows, size)
-    table = LetcTable.from_model(net)  # from the float32 model, before anything is converted
-    grids = [torch.from_numpy(table.grid(w.events, size)).permute(2, 0, 1).unsqueeze(0).contiguous() for w in wins]
+        win = (model_meta(model) or {}).get("windows") or {}
+        if win.get("kind") == "time":
+            window_us, stride_us = int(win["window_us"]), int(win["stride_us"])
+    wins, where = recorded_windows(windows, size, window_us, stride_us)
+    rep = family.representation(net)  # from the float32 model, before anything is converted
+    grids = []
+    for w in wins:
+        x = rep(w.events, size, np.zeros((net.cfg.in_channels, size[1], size[0]), dtype=np.float32))
+        grids.append(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0))
     bf16 = prepare_cpu_model(net, "bfloat16")
     paths = {"fp32": net, "bf16": bf16}
     if state_variant:

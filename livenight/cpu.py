@@ -134,11 +134,19 @@ def _make_bf16_class():
     import torch
 
     class _CpuBf16Model(torch.nn.Module):
-        """bf16 convolutions, channels_last, autocast; everything else (and the LSTM cell state) float32."""
+        """bf16 convolutions, channels_last, autocast; everything else (and the LSTM cell state) float32.
+
+        Networks that declare ``bf16_state = True`` (a GRU state: a convex mix of its last value and a tanh,
+        bounded, so rounding does not accumulate) run wholly in bf16 instead, state included: no autocast casts
+        and no mixed-precision elementwise ops, 1.2x faster for the 16-channel FireNet.
+        """
 
         def __init__(self, model) -> None:
             super().__init__()
             net = copy.deepcopy(model).eval().float()
+            self.pure = bool(getattr(model, "bf16_state", False))
+            if self.pure:
+                net.to(torch.bfloat16)
             for mod in net.modules():
                 if isinstance(mod, _conv_types(torch)):
                     mod.to(torch.bfloat16)
@@ -150,11 +158,17 @@ def _make_bf16_class():
             return self.model.state_names
 
         def initial_state(self, batch: int = 1, device=None, dtype=None) -> tuple:
-            """float32 zeros in channels_last (``dtype`` is accepted for interface compatibility and ignored)."""
-            zeros = self.model.initial_state(batch, device=device, dtype=torch.float32)
+            """Zeros in channels_last, float32 (bf16 for a ``bf16_state`` network); ``dtype`` is accepted for
+            interface compatibility and ignored."""
+            zeros = self.model.initial_state(batch, device=device,
+                                             dtype=torch.bfloat16 if self.pure else torch.float32)
             return tuple(z.contiguous(memory_format=torch.channels_last) if z.dim() == 4 else z for z in zeros)
 
         def forward(self, grid, state):
+            if self.pure:
+                image, state = self.model(grid.to(torch.bfloat16).contiguous(memory_format=torch.channels_last),
+                                          state)
+                return image.float(), tuple(state)
             grid = grid.float().contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 image, state = self.model(grid, state)

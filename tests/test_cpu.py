@@ -97,6 +97,32 @@ def test_bf16_keeps_the_cell_state_in_float32_and_tracks_fp32_over_40_steps():
     assert max(diffs[-10:]) < 3 * max(max(diffs[:10]), 1e-6)  # no drift: late errors like early ones
 
 
+def test_a_gru_network_runs_wholly_in_bf16_and_tracks_fp32_over_40_steps():
+    # GIVEN a FireNet (GRU state: declares bf16_state) and the same 40 sparse random voxel grids through both paths
+    from livenight.model.e2vid import FireNet, FireNetConfig
+
+    torch.manual_seed(0)
+    net = FireNet(FireNetConfig(family="FireNet", sensor_size=(64, 48), stem_stride=2, base_channels=8)).eval()
+    fast = prepare_cpu_model(net, "bfloat16")
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    rng = np.random.default_rng(2)
+    s32, s16 = net.initial_state(), fast.initial_state()
+    assert all(s.dtype == torch.bfloat16 for s in s16)
+    diffs = []
+    with torch.inference_mode():
+        for _ in range(40):
+            g = torch.from_numpy((rng.standard_normal((1, 5, 48, 64)) * (rng.random((1, 1, 48, 64)) < 0.05))
+                                 .astype(np.float32))
+            a, s32 = net(g, s32)
+            b, s16 = fast(g, s16)
+            diffs.append(float((a - b).abs().max()))
+    # THEN the state stays bf16, the image comes back float32, and the frames stay close without drifting
+    assert all(s.dtype == torch.bfloat16 for s in s16) and b.dtype == torch.float32
+    spread = float(a.max() - a.min())
+    assert max(diffs) < 0.05 * max(spread, 1e-3), (max(diffs), spread)
+    assert max(diffs[-10:]) < 3 * max(max(diffs[:10]), 1e-6)
+
+
 @pytest.mark.parametrize("cores, compute, want", [(1, None, 1), (2, None, 1), (8, None, 7), (8, 3, 3), (2, 5, 2)])
 def test_plan_leaves_a_core_for_capture_and_display(cores, compute, want):
     b = plan_threads(cores=cores, compute=compute)

@@ -310,6 +310,9 @@ class FireNet(_StatefulBase):
     ``x = relu(head(v)); h0 = G1(x, h0); x = R1(h0); h1 = G2(x, h1); x = R2(h1); img = pred(x)`` (no activation).
     """
 
+    #: the CPU bf16 path may keep the state in bf16 (GRU states are bounded; see livenight.cpu)
+    bf16_state = True
+
     def __init__(self, cfg: FireNetConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or FireNetConfig()
