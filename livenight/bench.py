@@ -277,6 +277,21 @@ def recorded_windows(n: int, size: tuple[int, int] = (346, 260), window_us: int 
             f"simulated uniform events, 1 M events/s, {window_us / 1e3:g} ms windows")
 
 
+def family_grids(net, wins, size) -> list:
+    """The network inputs ``[1, C, H, W]`` (float32 tensors) of ``wins``, through its family's representation (built
+    from the float32 weights, before anything is converted)."""
+    import torch
+
+    from . import families
+
+    rep = families.family_of(net).representation(net)
+    grids = []
+    for w in wins:
+        x = rep(w.events, size, np.zeros((net.cfg.in_channels, size[1], size[0]), dtype=np.float32))
+        grids.append(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0))
+    return grids
+
+
 def _bf16_state(net):
     """The bf16 CPU path with the whole recurrent state rounded to bf16 after every step (for comparison only)."""
     import torch
@@ -298,7 +313,6 @@ def bench_cpu(model: str | None = None, size: tuple[int, int] = (346, 260), wind
 
     from . import families
     from .cpu import cpu_features, describe_cpu_path, fast_cpu_dtype, prepare_cpu_model
-    from .model.checkpoint import read_checkpoint
     from .render import to_uint8
     from .model.nernet import NERNet, NERNetConfig
 
@@ -308,24 +322,17 @@ def bench_cpu(model: str | None = None, size: tuple[int, int] = (346, 260), wind
     window_us, stride_us = 20_000, 40_000  # NER-Net's RLED windows at 25 frames/s
     if model is None:
         net = NERNet(NERNetConfig(sensor_size=size, base_channels=base_channels)).eval()
-        family = families.get("nernet")
         label = f"random-weight NER-Net (base {base_channels})"
     else:  # any registered family; the model's own windows when its JSON names them
         from livenight.engines import model_meta
 
-        ck = read_checkpoint(model)
-        family = families.detect(ck, str(model))
-        net = family.from_checkpoint(ck, size, str(model)).eval()
+        net = families.load(model, size)[1].eval()
         label = str(model)
         win = (model_meta(model) or {}).get("windows") or {}
         if win.get("kind") == "time":
             window_us, stride_us = int(win["window_us"]), int(win["stride_us"])
     wins, where = recorded_windows(windows, size, window_us, stride_us)
-    rep = family.representation(net)  # from the float32 model, before anything is converted
-    grids = []
-    for w in wins:
-        x = rep(w.events, size, np.zeros((net.cfg.in_channels, size[1], size[0]), dtype=np.float32))
-        grids.append(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0))
+    grids = family_grids(net, wins, size)
     bf16 = prepare_cpu_model(net, "bfloat16")
     paths = {"fp32": net, "bf16": bf16}
     if state_variant:
@@ -609,8 +616,7 @@ def bench_gpu(sizes: tuple[tuple[int, int], ...] = ((346, 260), (1280, 720)), st
         return {}
     from livenight.engines import bundled_model
 
-    from .letc import LetcTable
-    from .model.checkpoint import load_model
+    from . import families
     from .model.nernet import NERNet, NERNetConfig
 
     t_start = time.perf_counter()
@@ -628,9 +634,9 @@ def bench_gpu(sizes: tuple[tuple[int, int], ...] = ((346, 260), (1280, 720)), st
         torch.manual_seed(0)
         if which == "NER-Net":
             return NERNet(NERNetConfig(sensor_size=size)).eval()
-        return load_model(bundled, size).eval()
+        return families.load(bundled, size)[1].eval()
 
-    models = ["NER-Net"] + (["ner-tiny"] if bundled is not None else [])
+    models = ["NER-Net"] + ([bundled.stem] if bundled is not None else [])
     res: dict = {"gpu": name, "cases": [], "parity": [], "exported": []}
     print("  float32 convolutions run as TF32 (torch's default), so their fraction is of the TF32 peak", flush=True)
     print(f"  {'model':<9}{'size':>10}{'dtype':>10}{'graph':>7}{'ms/frame':>10}{'frames/s':>10}{'GFLOP/frame':>13}"
@@ -678,8 +684,7 @@ def bench_gpu(sizes: tuple[tuple[int, int], ...] = ((346, 260), (1280, 720)), st
             size = sizes[0]
             base = build(which, size)
             wins, where = recorded_windows(parity_steps, size)
-            table = LetcTable.from_model(base)  # from the float32 weights
-            grids = [torch.from_numpy(table.grid(wi.events, size)).permute(2, 0, 1)[None].contiguous() for wi in wins]
+            grids = family_grids(base, wins, size)
             outs = {}
             for dtype_name, dtype in (("float32", torch.float32), ("float16", torch.float16),
                                       ("bfloat16", torch.bfloat16)):

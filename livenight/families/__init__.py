@@ -51,3 +51,12 @@ def family_of(model):
         if fam.owns(model):
             return fam
     raise UnknownEngineError(f"no model family owns a {type(model).__name__} (known: {', '.join(names())})")
+
+
+def load(path, sensor_size: tuple[int, int]):
+    """``(family, network)`` for a checkpoint file of any registered family, built for ``(width, height)``."""
+    from livenight.model.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(path)
+    family = detect(ck, str(path))
+    return family, family.from_checkpoint(ck, tuple(sensor_size), str(path))
