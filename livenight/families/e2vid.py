@@ -47,10 +47,22 @@ def unsharp_kernel(size: int = 5, sigma: float = 1.0) -> np.ndarray:
 
 
 def _correlate_zero_border(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """2-D cross-correlation with zero padding (what ``F.conv2d(img, k, padding=k//2)`` computes)."""
+    """2-D cross-correlation with zero padding (what ``F.conv2d(img, k, padding=k//2)`` computes). A rank-1 kernel
+    (the unsharp blur: the square root of an outer product is one) runs as a column pass then a row pass."""
     k = kernel.shape[0]
     r = k // 2
     h, w = img.shape
+    col, row = kernel.sum(axis=1), kernel.sum(axis=0) / kernel.sum()
+    if np.allclose(np.outer(col, row), kernel, rtol=1e-5, atol=1e-8):
+        padded = np.zeros((h + 2 * r, w), dtype=np.float32)
+        padded[r:r + h] = img
+        tmp = np.zeros((h, w + 2 * r), dtype=np.float32)
+        for dy in range(k):
+            tmp[:, r:r + w] += col[dy] * padded[dy:dy + h]
+        out = np.zeros_like(img)
+        for dx in range(k):
+            out += row[dx] * tmp[:, dx:dx + w]
+        return out
     padded = np.zeros((h + 2 * r, w + 2 * r), dtype=np.float32)
     padded[r:r + h, r:r + w] = img
     out = np.zeros_like(img)
