@@ -36,7 +36,7 @@ _SUFFIXES: dict[str, str] = {
 assert list(_BACKENDS) == sorted(_BACKENDS) and list(_SUFFIXES) == sorted(_SUFFIXES), "keep the tables sorted"
 BACKENDS = ("auto", *_BACKENDS)
 #: the bundled default model (livenight/weights/), used when no model is given
-BUNDLED = "ner-tiny"
+BUNDLED = "firenet-s2"
 
 
 def backend_class(name: str):
