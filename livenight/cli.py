@@ -32,7 +32,7 @@ commands:
   livenight devices | doctor          connected cameras | what can run here and what to install
   livenight ets IN.h5 OUT.h5          event trail suppression (NER-Net's ETS), streaming
   livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
-  livenight train CONFIG              train a NER-Net-family model (configs/ner-tiny.toml); prepare DIR: memmaps
+  livenight train CONFIG              train a model (configs/firenet-s2-cpu.toml); prepare DIR: memmaps
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc|model     benchmarks, each against a baseline run in the same process
 Run 'livenight COMMAND --help' for a command's options.
@@ -94,9 +94,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                           "caches it). complementary: a classical high-pass filter on log intensity, no weights")
     eng.add_argument("--device", default="cpu", help="torch device for --model: cpu, cuda, cuda:1 … (default cpu)")
     eng.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
-                     help="network precision (default auto: for NER-Net-family models the fastest that stays within "
-                          "2 grey levels of float32 — bfloat16 on CPUs with AMX / AVX512-BF16, float16 on CUDA; "
-                          "float32 otherwise). float16 needs CUDA")
+                     help="network precision (default auto: for NER-Net-family models and the bundled model the "
+                          "fastest that stays within 2 grey levels of float32 — bfloat16 on CPUs with AMX / "
+                          "AVX512-BF16, float16 on CUDA; float32 otherwise). float16 needs CUDA")
     eng.add_argument("--exact", action="store_true",
                      help="float32 network (the frames of the official code, within 1 grey level); with "
                           "--exact-letc bit for bit")
