@@ -94,9 +94,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                           "caches it). complementary: a classical high-pass filter on log intensity, no weights")
     eng.add_argument("--device", default="cpu", help="torch device for --model: cpu, cuda, cuda:1 … (default cpu)")
     eng.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
-                     help="network precision (default auto: for NER-Net-family models and the bundled model the "
-                          "fastest that stays within 2 grey levels of float32 — bfloat16 on CPUs with AMX / "
-                          "AVX512-BF16, float16 on CUDA; float32 otherwise). float16 needs CUDA")
+                     help="network precision (default auto: the fastest measured to stay within 2 grey levels of "
+                          "float32 for the model — NER-Net family: bfloat16 on CPUs with AMX / AVX512-BF16, float16 "
+                          "on CUDA; the bundled model: bfloat16 on those CPUs; float32 otherwise). float16 needs CUDA")
     eng.add_argument("--exact", action="store_true",
                      help="float32 network (the frames of the official code, within 1 grey level); with "
                           "--exact-letc bit for bit")
