@@ -37,14 +37,16 @@ def test_conv_flops_counts_two_per_multiply_add():
     assert flops == 2 * (8 * 16 * 20 * 3 * 9) + 2 * (8 * 8 * 10 * 4)
 
 
-def test_cpu_bench_reports_speed_and_parity_of_the_bf16_path(capsys):
-    res = bench.bench_cpu(model=str(bench.Path(bench.__file__).parent / "weights" / "ner-tiny.pth"), windows=4,
+@pytest.mark.parametrize("name", ["ner-tiny", "firenet-s2"])  # a NER-Net-family and an E2VID-family model
+def test_cpu_bench_reports_speed_and_parity_of_the_bf16_path(capsys, name):
+    res = bench.bench_cpu(model=str(bench.Path(bench.__file__).parent / "weights" / f"{name}.pth"), windows=4,
                           state_variant=False)
     rows = res["paths"]
     assert set(rows) == {"fp32", "bf16"}
     assert rows["fp32"]["p999_levels"] == 0.0 and rows["fp32"]["speedup"] == 1.0
     assert 0.0 < rows["bf16"]["p999_levels"] <= 2.0  # bf16 differs, within the 2-level budget
-    assert "p99.9" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "p99.9" in out and f"{name}.pth" in out
 
 
 def test_recorded_windows_fall_back_to_simulated_events_at_other_sizes():
