@@ -95,7 +95,7 @@ class E2VIDConfig(UNetPadding):
 
 
 @dataclass(frozen=True)
-class FireNetConfig:
+class FireNetConfig(UNetPadding):
     """Architecture of FireNet / FireNet+ (the same network); the official networks run at full resolution.
 
     ``stem_stride`` s > 1 (livenight's fast variant; 1 is the official layout and its ``state_dict``) folds each
@@ -122,20 +122,8 @@ class FireNetConfig:
         return self.num_bins
 
     @property
-    def pad_multiple(self) -> int:
+    def pad_multiple(self) -> int:  # UNetPadding's padded_size / padding() then pad to multiples of the stride
         return self.stem_stride
-
-    @property
-    def padded_size(self) -> tuple[int, int]:
-        m = self.stem_stride
-        w, h = self.sensor_size
-        return m * -(-w // m), m * -(-h // m)
-
-    def padding(self) -> tuple[int, int, int, int]:
-        """``(left, right, top, bottom)``: top/left get ``ceil(d/2)``, as for the U-Nets."""
-        (wp, hp), (w, h) = self.padded_size, self.sensor_size
-        dw, dh = wp - w, hp - h
-        return (dw + 1) // 2, dw // 2, (dh + 1) // 2, dh // 2
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         wp, hp = self.padded_size
