@@ -4,6 +4,8 @@ checkpoint round trip, exact resume, and a two-process DDP step on the CPU (gloo
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import os
 import socket
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import livenight
 from livenight.events import EVENT_DTYPE
 from livenight.letc import official_times
 from livenight.model.checkpoint import load_model
@@ -419,6 +422,29 @@ def test_ner_lite_config_and_natural_draws():
     assert natural_params(spec, 5) == draws[5]
     with pytest.raises(ValueError, match=r"unknown \[data.natural\] keys"):
         load_config(ROOT / "configs" / "ner-lite.toml", overrides={"data.natural.tresh": 1})
+
+
+def test_natural_gamma_range_sets_the_tone_exponent_and_keeps_old_cache_names():
+    from livenight.training.synthetic import _synthetic_key
+
+    old = load_config(ROOT / "configs" / "firenet-s2-cpu.toml").data.natural
+    lin = load_config(ROOT / "configs" / "firenet-s2-ft.toml").data.natural
+    assert old.gamma == (0.6, 1.6) and lin.gamma == (1.2, 3.2)
+    g = [natural_params(lin, i)[1].gamma for i in range(24)]
+    assert all(1.2 <= v <= 3.2 for v in g) and np.median(g) > 1.6  # most scenes linear (dark-skewed)
+    # a fixed exponent changes the tone only: every other draw of the recording is the same
+    fixed = replace(old, gamma=(2.2, 2.2))
+    a, b = natural_params(old, 3), natural_params(fixed, 3)
+    assert b[1].gamma == pytest.approx(2.2) and a[1].gamma != b[1].gamma
+    assert replace(a[1], gamma=2.2) == b[1] and a[2] == b[2] and a[3:] == b[3:]
+    # the default leaves the cache key as it was before the setting existed; another range gets its own files
+    legacy = {f.name: getattr(old, f.name) for f in dataclasses.fields(old) if f.name not in ("count", "cache_dir",
+                                                                                             "gamma")}
+    blob = json.dumps({"spec": legacy, "version": livenight.__version__}, sort_keys=True, default=list)
+    assert _synthetic_key(old) == hashlib.sha256(blob.encode()).hexdigest()[:12]
+    assert _synthetic_key(fixed) != _synthetic_key(old)
+    with pytest.raises(ValueError, match=r"natural.gamma must be > 0"):
+        load_config(ROOT / "configs" / "firenet-s2-cpu.toml", overrides={"data.natural.gamma": [0.0, 2.0]})
 
 
 def test_table_letc_matches_the_exact_per_event_mlp_and_trains_it():

@@ -109,9 +109,12 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def random_natural_scene(rng: np.random.Generator, static_fraction: float = 0.35,
-                         max_speed_px_per_s: float = 400.0) -> NaturalScene:
+                         max_speed_px_per_s: float = 400.0,
+                         gamma_range: tuple[float, float] = (0.6, 1.6)) -> NaturalScene:
     """Draw a scene: static camera with probability ``static_fraction`` (then 1–6 objects), else ego-motion with
-    log-uniform speed up to ``max_speed_px_per_s`` (and 0–4 objects)."""
+    log-uniform speed up to ``max_speed_px_per_s`` (and 0–4 objects); the tone curve's exponent log-uniform in
+    ``gamma_range`` (about 2.2 turns display-encoded photographs into linear irradiance, which is what a sensor
+    sees: dark-skewed scenes where bright things stand far above the median)."""
     static = bool(rng.random() < static_fraction)
     background = str(rng.choice(["photo", "deadleaves", "noise", "shaded"], p=[0.4, 0.3, 0.1, 0.2]))
     if static:
@@ -132,7 +135,7 @@ def random_natural_scene(rng: np.random.Generator, static_fraction: float = 0.35
                         rotation_deg_per_s=rot, rotation_accel_deg_per_s2=rot_acc, zoom_per_s=zoom, shake_px=shake,
                         n_objects=n_obj, object_speed_px_per_s=(lo, min(max_speed_px_per_s, lo * rng.uniform(1, 4))),
                         cars=float(rng.uniform(0.0, 0.6)), headlight_emission=_log_uniform(rng, 0.3, 4.0),
-                        contrast=float(rng.uniform(0.5, 1.3)), gamma=_log_uniform(rng, 0.6, 1.6))
+                        contrast=float(rng.uniform(0.5, 1.3)), gamma=_log_uniform(rng, *gamma_range))
 
 
 # ----------------------------------------------------------------------------------------------------------------

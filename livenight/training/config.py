@@ -95,6 +95,9 @@ _NAT_RANGES = ("window_ms", "illuminance", "tau_ref_us", "threshold", "threshold
                "refractory_us", "ba_rate_hz", "n_hot_pixels", "hot_rate_hz", "shot_noise")
 _NAT_LOG = {"illuminance", "tau_ref_us", "threshold", "ba_rate_hz", "hot_rate_hz"}
 _NAT_INT = {"n_hot_pixels"}
+#: default tone-curve exponent range of natural recordings (log-uniform); a cache key leaves it out at this value,
+#: so caches simulated before the setting existed stay valid
+NATURAL_GAMMA = (0.6, 1.6)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,9 @@ class NaturalConfig:
     probability ``static_fraction``) and its sensor from ``SeedSequence([seed, i])``. Ranges are ``(min, max)``;
     ``illuminance``, ``tau_ref_us``, ``threshold`` (the ON threshold), ``ba_rate_hz`` and ``hot_rate_hz`` are drawn
     log-uniformly; the OFF threshold is the ON one times ``threshold_ratio``; ``threshold_sigma`` (per-pixel mismatch)
-    is relative to the threshold. ``window_ms``: window length (frames at the window ends).
+    is relative to the threshold. ``window_ms``: window length (frames at the window ends). ``gamma``: the scene's
+    tone-curve exponent, log-uniform (reflectance ** gamma; ~2.2 decodes display-encoded photographs to the linear,
+    dark-skewed irradiance a sensor and its APS frames see).
     """
 
     count: int = 0
@@ -127,6 +132,7 @@ class NaturalConfig:
     n_hot_pixels: Range = (0, 10)
     hot_rate_hz: Range = (10.0, 300.0)
     shot_noise: Range = (0.0, 0.05)
+    gamma: Range = NATURAL_GAMMA
 
     def __post_init__(self) -> None:
         if not isinstance(self.count, int) or self.count < 0:
@@ -139,7 +145,8 @@ class NaturalConfig:
             raise ValueError(f"natural.static_fraction must be in [0, 1] (got {self.static_fraction!r})")
         for name in _NAT_RANGES:
             object.__setattr__(self, name, _range(name, getattr(self, name), name in _NAT_INT))
-        for name in _NAT_LOG | {"window_ms"}:
+        object.__setattr__(self, "gamma", _range("gamma", self.gamma, False))
+        for name in _NAT_LOG | {"window_ms", "gamma"}:
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"natural.{name} must be > 0 (got {getattr(self, name)!r})")
         object.__setattr__(self, "size", check_sensor_size(self.size, "natural.size"))

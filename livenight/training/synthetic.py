@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import _NAT_INT, _NAT_LOG, _NAT_RANGES, _SYN_INT, _SYN_LOG, _SYN_RANGES, NaturalConfig, SyntheticConfig
+from .config import NATURAL_GAMMA, _NAT_INT, _NAT_LOG, _NAT_RANGES, _SYN_INT, _SYN_LOG, _SYN_RANGES, NaturalConfig, SyntheticConfig
 from .recordings import ArrayRecording, H5Recording, Recording
 
 
@@ -61,7 +61,7 @@ def natural_params(spec: NaturalConfig, i: int):
         return float(rng.uniform(lo, hi))
 
     v = {name: draw(name) for name in _NAT_RANGES}
-    scene = random_natural_scene(rng, spec.static_fraction, spec.max_speed_px_per_s)
+    scene = random_natural_scene(rng, spec.static_fraction, spec.max_speed_px_per_s, spec.gamma)
     th_on = v["threshold"]
     th_off = th_on * v["threshold_ratio"]
     dvs = DvsParams(threshold_on=th_on, threshold_off=th_off, threshold_sigma=v["threshold_sigma"] * th_on,
@@ -96,6 +96,8 @@ def _synthetic_key(spec: SyntheticConfig | NaturalConfig) -> str:
     from .. import __version__
 
     d = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("count", "cache_dir")}
+    if d.get("gamma") == NATURAL_GAMMA:  # added later: the caches made before it keep their names
+        del d["gamma"]
     blob = json.dumps({"spec": d, "version": __version__}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
