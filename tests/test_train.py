@@ -370,6 +370,43 @@ def test_checkpoint_roundtrip_and_exact_resume(rled_dir, tmp_path):
     assert float(rows[0]["lr"]) == 1e-3 and rows[0]["l1"] and not rows[0]["lpips"]
 
 
+def test_ema_checkpoints_hold_the_average_and_resume_continues_it(rled_dir, tmp_path):
+    # GIVEN a run keeping an average with decay 0.5, and the raw weights after each of its steps
+    cfg = _tiny_cfg(tmp_path, freeze_letc=False, checkpoint_letc=False, ema_decay=0.5)
+    ds = SequenceDataset([H5Recording(rled_dir / "train" / "a.h5")], 4, crop=32, flips=False)
+    trainer = Trainer(cfg)
+    raw = []
+    for k in range(3):
+        trainer.train_step([ds[(1, k)]])
+        raw.append(_params(trainer.net))
+    # THEN the checkpoint's weights are the average (first step copied, then 0.5 old + 0.5 new), the raw ones beside
+    trainer.save(tmp_path / "ema.pth")
+    ck = torch.load(tmp_path / "ema.pth", weights_only=True)
+    want = [0.25 * a + 0.25 * b + 0.5 * c for a, b, c in zip(*raw)]
+    for got, w, r in zip(ck["state_dict"].values(), want, raw[-1]):
+        torch.testing.assert_close(got, w, rtol=1e-6, atol=1e-7)
+    for got, r in zip(ck["raw_state_dict"].values(), raw[-1]):
+        assert torch.equal(got, r)
+    assert ck["ema_updates"] == 3
+    assert not all(torch.equal(a, b) for a, b in zip(ck["state_dict"].values(), raw[-1]))  # they differ
+    loaded = load_model(tmp_path / "ema.pth", (32, 32))  # what inference loads is the average
+    for p, w in zip(_params(loaded), want):
+        torch.testing.assert_close(p, w, rtol=1e-6, atol=1e-7)
+
+    # WHEN a fresh trainer resumes from it and both take the same fourth step
+    resumed = Trainer(cfg)
+    assert resumed.load(tmp_path / "ema.pth") == 3
+    for t in (trainer, resumed):
+        t.train_step([ds[(1, 3)]])
+    # THEN raw weights and average continue exactly (the average did not restart at the raw weights)
+    for a, b in zip(_params(resumed.net), _params(trainer.net)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(_params(resumed.averaged_net), _params(trainer.averaged_net)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="ema_decay must be a number in \\[0, 1\\)"):
+        _tiny_cfg(tmp_path, ema_decay=1.0)
+
+
 # ------------------------------------------------------------------------------------------------ DDP
 
 

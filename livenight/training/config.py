@@ -258,7 +258,11 @@ class TrainConfig:
     network then shrinks them further and settles on predicting the mean image before it learns to read the events
     (ner-lite at 2e-4: the output's response to the events fell from 0.03 to 0.003 in 400 steps; with a gain of 8 it
     stayed at ~0.15).
-    ``grad_clip`` = 0 disables clipping. ``amp``: autocast on CUDA, and bfloat16 autocast on CPUs with AMX or
+    ``grad_clip`` = 0 disables clipping. ``ema_decay`` > 0 keeps an exponential moving average of the weights
+    (``w_ema ← d·w_ema + (1−d)·w`` after every step): validation and checkpoints' ``state_dict`` use it (the raw
+    weights travel as ``raw_state_dict`` for ``--resume``). With batches of a few short crops the weights of
+    consecutive checkpoints score far apart on real recordings; the average is what a run learned, not its last
+    batches. 0 = off. ``amp``: autocast on CUDA, and bfloat16 autocast on CPUs with AMX or
     AVX512-BF16 (the recurrent state is kept float32); ``channels_last`` stores the network that way (faster bf16
     convolutions on CPU). ``checkpoint_every`` / ``val_every`` = 0: only
     at the end.
@@ -289,6 +293,7 @@ class TrainConfig:
     lr_step_size: int = 1000
     lr_gamma: float = 0.5
     grad_clip: float = 0.0
+    ema_decay: float = 0.0
     bptt: int = 0
     checkpoint_letc: bool = True
     letc_table: int = 0
@@ -318,6 +323,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a number >= 0 (got {v!r})")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be a number in [0, 1) (got {self.ema_decay!r})")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"schedule must be 'constant', 'cosine' or 'step' (got {self.schedule!r})")
         if not (isinstance(self.head_gain, (int, float)) and math.isfinite(self.head_gain) and self.head_gain > 0):

@@ -208,7 +208,7 @@ def _train(cfg, resume, device, rank, world, main, say, barrier, notes) -> Train
             last = step == cfg.steps
             row = {"step": step, **stats, "seconds": dt, "elapsed_s": time.perf_counter() - t_start}
             if val_ds is not None and len(val_ds) and ((cfg.val_every and step % cfg.val_every == 0) or last):
-                val = evaluate(trainer.net, val_ds, device)
+                val = evaluate(trainer.averaged_net, val_ds, device)
                 row.update(val)
             if main and (step % cfg.log.every == 0 or last or "val_mse" in row):
                 log.write(row)

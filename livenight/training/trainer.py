@@ -215,8 +215,19 @@ class Trainer:
         if cfg.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
         self.step = 0
         self.skipped_steps = 0
+
+    @property
+    def averaged_net(self) -> nn.Module:
+        """The weights to validate and ship: the moving average when ``ema_decay`` > 0, else the trained ones."""
+        return self.net if self.ema is None else self.ema.module
 
     def lr_at(self, step: int) -> float:
         """Learning rate of (0-based) step ``step``: linear warm-up, then constant / cosine / step decay."""
@@ -287,6 +298,8 @@ class Trainer:
         else:
             self.skipped_steps += 1
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
         self.step += 1
         names = ["loss", *totals]
         vals = torch.stack([total, *totals.values()]).double()
@@ -302,10 +315,12 @@ class Trainer:
         """livenight checkpoint + training state, written atomically."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        self.family.save(self.net, tmp, step=self.step, optimizer=self.optimizer.state_dict(),
-                   train_config=self.cfg.to_dict(), scaler=self.scaler.state_dict(),
-                   rng={"torch": torch.get_rng_state(), "cuda": _cuda_rng()}, world_size=self.world_size,
-                   skipped_steps=self.skipped_steps)
+        ema = {} if self.ema is None else {"raw_state_dict": self.net.state_dict(),
+                                           "ema_updates": int(self.ema.n_averaged)}
+        self.family.save(self.averaged_net, tmp, step=self.step, optimizer=self.optimizer.state_dict(),
+                         train_config=self.cfg.to_dict(), scaler=self.scaler.state_dict(),
+                         rng={"torch": torch.get_rng_state(), "cuda": _cuda_rng()}, world_size=self.world_size,
+                         skipped_steps=self.skipped_steps, **ema)
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> int:
@@ -318,7 +333,10 @@ class Trainer:
         theirs = dict(ck.get("model", {}))
         if any(own.get(k) != theirs.get(k) for k in own):
             raise ValueError(f"{path}: checkpoint architecture {theirs} differs from the config's {own}")
-        self.net.load_state_dict(ck["state_dict"])
+        self.net.load_state_dict(ck.get("raw_state_dict", ck["state_dict"]))
+        if self.ema is not None and "raw_state_dict" in ck:  # the average goes on; else it starts at these weights
+            self.ema.module.load_state_dict(ck["state_dict"])
+            self.ema.n_averaged.fill_(int(ck.get("ema_updates", 1)))
         self.optimizer.load_state_dict(ck["optimizer"])
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
