@@ -32,7 +32,7 @@ commands:
   livenight devices | doctor          connected cameras | what can run here and what to install
   livenight ets IN.h5 OUT.h5          event trail suppression (NER-Net's ETS), streaming
   livenight eval FILE… [--model M]    score reconstructions against reference frames (MSE, SSIM)
-  livenight train CONFIG              train a model (configs/firenet-s2-cpu.toml); prepare DIR: memmaps
+  livenight train CONFIG              train a model (configs/firenet-s2-ft.toml); prepare DIR: memmaps
   livenight export MODEL --onnx F     export NER-Net to ONNX (and --engine F for TensorRT)
   livenight bench ring|letc|model     benchmarks, each against a baseline run in the same process
 Run 'livenight COMMAND --help' for a command's options.

@@ -315,7 +315,8 @@ def _train_parser() -> argparse.ArgumentParser:
         description="Train a model of any registered family (NER-Net, E2VID / FireNet) with the same code that runs "
                     "live: RLED files and/or simulated night or natural-scene recordings, sequences of windows with shared random crops and flips, L1/SSIM (LPIPS when "
                     "installed) losses, checkpoints loadable by --model. Runs on CPU, CUDA and under torchrun (DDP).")
-    p.add_argument("config", help="TOML or JSON config (see configs/firenet-s2-cpu.toml, the bundled model's)")
+    p.add_argument("config", help="TOML or JSON config (see configs/firenet-s2-cpu.toml and configs/firenet-s2-ft.toml, "
+                                  "the bundled model's two stages)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (step count, optimizer, RNG)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set steps=100 --set model.base_channels=8 (repeatable)")
