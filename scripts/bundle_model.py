@@ -1,6 +1,6 @@
 """Turn a training checkpoint into bundled weights: ``livenight/weights/NAME.pth`` (weights, architecture, step;
-no optimiser state) and its JSON sidecar (name, architecture, default windows as data, config, commands, data,
-compute, scores).
+no optimiser state) and its JSON sidecar (name, architecture, default windows as data, the resolved training config,
+commands, data, compute, scores).
 
     .venv/bin/python scripts/bundle_model.py runs/ner-lite-cpu/last.pth --name ner-lite --card card.json
 
@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> Path:
     meta = {"name": args.name, "family": family.name, "arch": type(net).__name__, "model": family.config_of(net),
             "windows": {"kind": "time", "window_us": 40_000, "stride_us": 40_000},
             "steps": int(ck["step"]), "parameters": sum(p.numel() for p in net.parameters())}
+    if ck.get("train_config"):  # the resolved config the run trained with (tests hold it against the repo's file)
+        meta["train_config"] = ck["train_config"]
     if args.card:
         meta.update(json.loads(Path(args.card).read_text()))
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -238,6 +238,36 @@ def test_active_ssim_loss_scores_only_where_the_scene_moved():
     assert float(active_ssim_loss(gt, gt, gt)) == 0.0  # nothing moved anywhere
 
 
+def test_normalised_ssim_sees_a_faint_blotch_and_change_loss_sees_flicker_and_trails():
+    from livenight.eval import percentile_normalise as eval_normalise
+    from livenight.training.config import LossConfig
+    from livenight.training.losses import LossTerms, percentile_normalise
+
+    rng = np.random.default_rng(5)
+    img = rng.random((30, 40)).astype(np.float32) * 0.4 + 0.1
+    got = percentile_normalise(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(got, eval_normalise(img), atol=1e-5)  # numpy's and torch's percentiles agree
+    # a flat background with a bright object, and the same with a faint (2 grey level) blotch beside it
+    gt = torch.full((1, 1, 48, 48), 0.2)
+    gt[..., 20:28, 20:28] = 0.8
+    out = gt.clone() * 0.25 + 0.1  # low contrast: the percentile normalisation undoes it
+    blotched = out.clone()
+    blotched[..., 5:9, 5:9] += 2 / 255
+    cfg = LossConfig(l1=0.0, ssim=1.0, norm_ssim=1.0, lpips=0.0, change=1.0)
+    terms = LossTerms(cfg, torch.device("cpu"), has_flow=False, say=lambda m: None)
+    clean, dirty = (terms.window(1, o, gt, o, gt, None) for o in (out, blotched))
+    assert float(clean["norm_ssim"]) < 1e-3  # contrast and offset do not count after normalisation
+    assert float(dirty["norm_ssim"]) > 0.01 > float(dirty["ssim"] - clean["ssim"])  # the blotch does
+    # change: the output may differ from the truth by a constant, but not change where the truth did not
+    still = terms.window(1, gt + 0.1, gt, gt + 0.1, gt, None)["change"]
+    flicker = terms.window(1, gt + 0.1, gt, gt, gt, None)["change"]
+    moved = gt.roll(4, dims=-1)
+    trail = terms.window(1, torch.maximum(gt, moved), moved, gt, gt, None)["change"]  # the old place stays bright
+    assert float(still) == 0.0 and float(flicker) == pytest.approx(0.1)
+    assert float(trail) == pytest.approx(4 * 8 * 0.6 / 48 ** 2)
+    assert "change" not in terms.window(0, gt, gt, None, None, None)  # the first window has nothing before it
+
+
 def test_unseen_pixels_are_weighed_down_until_an_event_fires_near_them():
     from livenight.training.config import LossConfig
     from livenight.training.losses import LossTerms, seen_weights

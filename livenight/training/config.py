@@ -187,7 +187,12 @@ class LossConfig:
     ``lpips``: LPIPS VGG v0.1 on the raw prediction (the official loss), used only when the ``lpips`` package and its
     VGG weights are on disk (nothing is downloaded). ``ssim``: ``1 − SSIM`` (Gaussian 11×11, σ 1.5). ``active``:
     ``1 − SSIM`` over the pixels where the ground truth changed by more than 8 grey levels since the previous frame,
-    dilated 15×15 (what ``livenight eval`` scores on real recordings; from the second window on). ``temporal``:
+    dilated 15×15 (what ``livenight eval`` scores on real recordings; from the second window on). ``norm_ssim`` /
+    ``norm_active``: the same two SSIM terms on frames each mapped to [0, 1] by its own 1st–99th percentiles (what
+    ``livenight eval`` and the viewer's auto display show): a faint blotch or trail on a flat background, cheap in
+    absolute grey levels, is as visible there as the objects. ``change``: L1 between the frame-to-frame change of
+    the output and of the ground truth (temporal consistency from the simulator's own frames, no flow needed: a
+    static scene's output must not drift or flicker, an object's trail must go when the object does). ``temporal``:
     Lai et al.'s short-term temporal consistency with ``exp(−temporal_alpha·Δ²)`` visibility from warped ground truth,
     from window ``temporal_start`` on; used only where the data carries optical flow. ``unseen`` < 1 weighs the L1
     and SSIM terms down to ``unseen`` at pixels where no event has fired within ``seen_radius_px`` since the
@@ -200,13 +205,17 @@ class LossConfig:
     active: float = 0.0
     lpips: float = 1.0
     temporal: float = 0.0
+    norm_ssim: float = 0.0
+    norm_active: float = 0.0
+    change: float = 0.0
     temporal_alpha: float = 50.0
     temporal_start: int = 1
     unseen: float = 1.0
     seen_radius_px: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "active", "lpips", "temporal", "temporal_alpha"):
+        for name in ("l1", "ssim", "active", "lpips", "temporal", "norm_ssim", "norm_active", "change",
+                     "temporal_alpha"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"losses.{name} must be a number >= 0 (got {v!r})")

@@ -1,5 +1,5 @@
-"""Loss terms: L1, differentiable SSIM, SSIM where the scene moves, LPIPS (local weights only), temporal consistency
-from optical flow."""
+"""Loss terms: L1, differentiable SSIM, SSIM where the scene moves (also on percentile-normalised frames), LPIPS
+(local weights only), temporal consistency from optical flow or from the ground truth's own frame-to-frame change."""
 
 from __future__ import annotations
 
@@ -80,6 +80,15 @@ def active_ssim_loss(out: Tensor, gt: Tensor, prev_gt: Tensor, window: int = 11)
     return weighted_dssim(out, gt, active_mask(gt, prev_gt), min_total=1.0, window=window)
 
 
+def percentile_normalise(x: Tensor, low: float = 0.01, high: float = 0.99, min_range: float = 0.01) -> Tensor:
+    """Each ``[C, H, W]`` frame of ``x`` mapped to [0, 1] by its own 1st and 99th percentiles and clipped, as
+    :func:`livenight.eval.percentile_normalise` does (differentiable; the range is held at least ``min_range``)."""
+    flat = x.float().flatten(1)
+    q = torch.quantile(flat, torch.tensor([low, high], device=x.device, dtype=flat.dtype), dim=1)  # [2, B]
+    lo, hi = q[0].view(-1, 1, 1, 1), q[1].view(-1, 1, 1, 1)
+    return ((x.float() - lo) / (hi - lo).clamp(min=min_range)).clamp(0.0, 1.0)
+
+
 def warp(img: Tensor, flow: Tensor) -> Tensor:
     """Backward warp: ``out[y, x] = img[y + dy, x + dx]`` (bilinear, zeros outside) with ``flow = (dx, dy)``
     ``[B, 2, H, W]`` in pixels."""
@@ -129,8 +138,8 @@ class LossTerms:
 
     def __init__(self, cfg: LossConfig, device: torch.device, has_flow: bool, say) -> None:
         self.cfg = cfg
-        self.weights = {k: float(getattr(cfg, k)) for k in ("l1", "ssim", "active", "lpips", "temporal")
-                        if getattr(cfg, k) > 0}
+        self.weights = {k: float(getattr(cfg, k)) for k in ("l1", "ssim", "active", "lpips", "temporal", "norm_ssim",
+                                                            "norm_active", "change") if getattr(cfg, k) > 0}
         self._lpips = None
         if "lpips" in self.weights:
             ok, why = lpips_status()
@@ -168,6 +177,14 @@ class LossTerms:
             terms["ssim"] = 1.0 - ssim(out, gt) if weight is None else weighted_dssim(out, gt, weight, min_total=1e-6)
         if "active" in self.weights and prev_gt is not None:
             terms["active"] = active_ssim_loss(out, gt, prev_gt)
+        if "norm_ssim" in self.weights or ("norm_active" in self.weights and prev_gt is not None):
+            a, b = percentile_normalise(out), percentile_normalise(gt)
+            if "norm_ssim" in self.weights:
+                terms["norm_ssim"] = 1.0 - ssim(a, b)
+            if "norm_active" in self.weights and prev_gt is not None:
+                terms["norm_active"] = weighted_dssim(a, b, active_mask(gt, prev_gt), min_total=1.0)
+        if "change" in self.weights and prev_out is not None and prev_gt is not None:
+            terms["change"] = ((out - prev_out.float()) - (gt - prev_gt)).abs().mean()
         if "lpips" in self.weights:  # pragma: no cover - needs lpips
             terms["lpips"] = self._lpips(out.expand(-1, 3, -1, -1), gt.expand(-1, 3, -1, -1), normalize=True).mean()
         if ("temporal" in self.weights and flow is not None and prev_out is not None

@@ -28,7 +28,7 @@ from .validation import evaluate
 class _Log:
     """CSV rows (rank 0; appended, so a resumed run continues the same file) and TensorBoard scalars."""
 
-    FIELDS = ["step", "loss", "l1", "ssim", "lpips", "temporal", "lr", "grad_norm", "seconds", "elapsed_s",
+    FIELDS = ["step", "loss", "l1", "ssim", "lpips", "temporal", "norm_ssim", "norm_active", "change", "lr", "grad_norm", "seconds", "elapsed_s",
               "val_mse", "val_ssim", "active"]
 
     def __init__(self, out_dir: Path, tensorboard: bool, say) -> None:
