@@ -39,6 +39,15 @@ def test_bundled_model_is_small_described_and_reproducible_from_its_config():
     stage1 = tomllib.loads((ROOT / desc["init_config"]).read_text())
     assert config["init"] == f"{stage1['out_dir']}/last.pth" and stage1["model"] == config["model"]
     assert f"livenight train {desc['init_config']}" in desc["commands"]
+    # the weights were trained with what the repo's config says (losses, data, schedule, ...): only where the run
+    # wrote its files and read its start may differ (a path to the same stage-1 weights)
+    from livenight.training import load_config
+
+    repo = load_config(ROOT / desc["config"]).to_dict()
+    ran = desc["train_config"]
+    assert sorted(ran) == sorted(repo)
+    assert {k: v for k, v in ran.items() if k not in ("out_dir", "init")} == \
+        {k: v for k, v in repo.items() if k not in ("out_dir", "init")}
     net = families.load(path, (346, 260))[1]
     assert net.cfg.stem_stride == 2 and sum(p.numel() for p in net.parameters()) == desc["parameters"]
     # its bf16 CPU path was measured on its own weights, so "auto" takes it
@@ -71,9 +80,9 @@ def test_default_engine_is_the_bundled_model_in_bf16_where_the_cpu_has_it(tmp_pa
 @pytest.mark.slow
 def test_bundled_model_beats_the_classical_filter_on_a_held_out_night(tmp_path, capsys):
     # a night street from the other simulator (the bundled model was trained on natural scenes only), a seed no
-    # training used; measured 0.494 / 0.069 (bf16; 0.523 / 0.068 float32) against the classical filter's
-    # 0.441 / 0.074 (SSIM / MSE). The stage-1 weights had 0.479 / 0.047: the fine-tune on linear irradiance puts
-    # the unknown background darker, which costs MSE against this simulator's mid-grey well-lit frames.
+    # training used; measured 0.504 / 0.066 (bf16 and float32 alike) against the classical filter's 0.441 / 0.074
+    # (SSIM / MSE). The stage-1 weights had 0.479 / 0.047: the fine-tune on linear irradiance puts the unknown
+    # background darker, which costs MSE against this simulator's mid-grey well-lit frames.
     write_night(tmp_path / "held.h5", seconds=1.0, size=(346, 260), seed=4242)
     assert main(["eval", str(tmp_path / "held.h5")]) == 0
     bundled = capsys.readouterr().out
@@ -89,9 +98,10 @@ def test_bundled_model_beats_the_classical_filter_on_a_held_out_night(tmp_path, 
 
 @pytest.mark.slow
 def test_bundled_model_beats_the_classical_filter_on_the_real_davis_clip(shared_data, capsys):
-    # issue 12's metric on the real DAVIS346 clip, every event in contiguous 40 ms windows; measured 0.188 / 0.234
-    # (bf16; 0.191 / 0.238 float32) against the classical filter's 0.174 / 0.225 (active pixels / full frame).
-    # The stage-1 weights scored 0.163 / 0.179: below the filter on both.
+    # issue 12's metric on the real DAVIS346 clip, every event in contiguous 40 ms windows; measured 0.203 / 0.269
+    # (bf16; 0.204 / 0.270 float32) against the classical filter's 0.174 / 0.225 (active pixels / full frame).
+    # The stage-1 weights scored 0.163 / 0.179 (below the filter on both); the stage 2 before the normalised SSIM
+    # terms 0.188 / 0.234.
     path = shared_data("davis346.aedat4")
     args = ["eval", str(path), "--windows", "time", "--window-ms", "40", "--stride-ms", "40"]
     assert main(args) == 0
@@ -105,7 +115,7 @@ def test_bundled_model_beats_the_classical_filter_on_the_real_davis_clip(shared_
 
     (active, full), (c_active, c_full) = scores(bundled), scores(classical)
     assert active > c_active + 0.005 and full > c_full + 0.005, (bundled, classical)
-    assert active > 0.18 and full > 0.22
+    assert active > 0.19 and full > 0.255  # (a regression from the shipped weights, ±0.01 being checkpoint noise)
 
 
 def test_ner_lite_weights_are_described_and_reproducible_from_their_config():
